@@ -1,0 +1,54 @@
+//! The crypto provider seam (after rustls' `crypto` module): the handshake and
+//! the transport path call through a provider type, so a host can plug in a
+//! faster backend without touching protocol code.
+//!
+//! [`RustCrypto`] is the portable default (chacha20poly1305, x25519-dalek,
+//! blake2; runs on every target). The `ring` feature adds [`Ring`]: ring's
+//! assembly ChaCha20-Poly1305 for the data path on std hosts.
+//! BLAKE2s and XChaCha20-Poly1305 (cookie replies) are always RustCrypto: they
+//! are off the data path.
+
+mod rustcrypto;
+pub use rustcrypto::RustCrypto;
+
+#[cfg(feature = "ring")]
+mod ring_provider;
+#[cfg(feature = "ring")]
+pub use ring_provider::Ring;
+
+/// The AEAD failed to authenticate: wrong key, tampered or truncated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AeadError;
+
+/// A ChaCha20-Poly1305 key bound for one direction of one session.
+/// Implementations must wipe key material when dropped.
+pub trait AeadKey: Sized {
+    fn new(key: &[u8; 32]) -> Self;
+    /// Encrypts `buf` in place with nonce `0u32 || counter_le`, returns the tag.
+    fn seal_in_place(&self, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; 16];
+    /// Verifies `tag` over `aad` and `buf`, then decrypts `buf` in place.
+    /// On failure `buf` must be left unmodified or zeroed, never half-decrypted plaintext.
+    fn open_in_place(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> Result<(), AeadError>;
+}
+
+/// Backend selection for the asymmetric and transport primitives.
+pub trait CryptoProvider: 'static {
+    type AeadKey: AeadKey;
+    /// X25519(secret, public). Callers reject an all-zero result.
+    fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32];
+    /// X25519(secret, basepoint): the public key of `secret`.
+    fn x25519_public(secret: &[u8; 32]) -> [u8; 32];
+}
+
+/// The provider a std host gets by default: ring when compiled in, else RustCrypto.
+#[cfg(feature = "ring")]
+pub type DefaultProvider = Ring;
+#[cfg(not(feature = "ring"))]
+pub type DefaultProvider = RustCrypto;
+
+pub(crate) fn nonce(counter: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    let (_, tail) = n.split_at_mut(4);
+    tail.copy_from_slice(&counter.to_le_bytes());
+    n
+}

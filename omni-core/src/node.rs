@@ -1,0 +1,1239 @@
+//! The multi-peer WireGuard state machine a host drives.
+
+use core::marker::PhantomData;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+
+use crate::allowed_ips::{AllowedIp, RouteTable, TableFull};
+use crate::constants::*;
+use crate::cookie::{verify_mac1, CookieChecker, RateLimiter};
+use crate::crypto::CryptoProvider;
+use crate::keys::{PresharedKey, PublicKey, StaticSecret};
+use crate::noise::handshake::{self, HandshakeError, LocalStatic, PeerStatic};
+use crate::noise::tai64n::Tai64N;
+use crate::peer::{Peer, Slot};
+use crate::session::{sealed_len, OpenError, Session};
+use crate::storage::{Fifo, Map, Slab, Storage};
+use crate::time::{Instant, WallTime};
+use crate::timers::Timer;
+use crate::wire::{self, CookieReply, Initiation, Message, Response, TransportHeader, WireError};
+
+/// A handle to a peer of a [`Node`]. Stable while the peer exists; a removed
+/// peer's id may be reused by a later [`Node::add_peer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerId(pub u32);
+
+impl PeerId {
+    fn slot(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+/// Node-wide settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Our static private key. `None` leaves the node unable to handshake
+    /// until [`Node::set_private_key`] (the UAPI allows configuring peers first).
+    pub private_key: Option<StaticSecret>,
+    /// Handshake messages per second above which the node is "under load"
+    /// and demands cookies (MAC2) before doing any Curve25519 work.
+    pub under_load_threshold: u32,
+    /// Tunnel MTU: padding never grows a packet past it.
+    pub mtu: u16,
+    /// Packets kept per peer while a handshake is in progress (`alloc` only).
+    pub max_staged_packets: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { private_key: None, under_load_threshold: 1024, mtu: 1420, max_staged_packets: 128 }
+    }
+}
+
+/// A peer as configured by the host.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
+    pub endpoint: Option<SocketAddr>,
+    /// Seconds between keepalives sent even when idle (for NAT mappings).
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl PeerConfig {
+    pub fn new(public_key: PublicKey) -> Self {
+        PeerConfig { public_key, preshared_key: None, endpoint: None, persistent_keepalive: None }
+    }
+}
+
+/// Something the host may want to know (logging, UI, the Nucleus client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Event {
+    /// A handshake completed; `initiator` tells which side we played.
+    HandshakeCompleted { peer: PeerId, initiator: bool },
+    /// An authenticated packet arrived from a new address (roaming).
+    EndpointChanged { peer: PeerId, endpoint: SocketAddr },
+    /// Rekey-Attempt-Time passed without an answer; queued packets were dropped.
+    HandshakeFailed { peer: PeerId },
+    /// No traffic for 3 × Reject-After-Time: all keys of the peer were erased.
+    KeysExpired { peer: PeerId },
+}
+
+/// A datagram the host must send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    /// Bytes of the output buffer holding the datagram.
+    pub len: usize,
+    pub peer: PeerId,
+}
+
+/// What [`Node::handle_datagram`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Consumed with nothing for the host (keepalive, handshake completion,
+    /// cookie absorbed). Call [`Node::poll_transmit`]: queued data may now flow.
+    Done,
+    /// Send `out[..len]` back to the datagram's source (a handshake response
+    /// or a cookie reply).
+    Reply { len: usize },
+    /// `out[..len]` is a decrypted IP packet from `peer` for the TUN device.
+    Packet { peer: PeerId, len: usize },
+}
+
+/// What [`Node::send_ip`] did with the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Encrypted into `out`; send it.
+    Transmit(Transmit),
+    /// Kept until a handshake finishes; [`Node::poll_transmit`] will emit the
+    /// initiation and later the packet.
+    Queued { peer: PeerId },
+}
+
+/// Errors of [`Node::send_ip`]. All are local conditions; nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum SendError {
+    /// `out` is too small; `needed` bytes are required.
+    BufferTooSmall { needed: usize },
+    /// Not an IPv4 or IPv6 packet, or truncated header.
+    NotIp,
+    /// No peer's allowed IPs contain the destination.
+    NoRoute,
+    /// The peer has no known endpoint to send to.
+    NoEndpoint { peer: PeerId },
+    /// No session yet and the queue for the peer is full (or there is none without `alloc`).
+    QueueFull { peer: PeerId },
+    /// The peer id does not name a peer.
+    UnknownPeer,
+}
+
+/// Errors of [`Node::handle_datagram`]: the datagram was dropped.
+/// `BufferTooSmall` is the host's fault; every other variant is the sender's
+/// (or an attacker's) and needs no action beyond counting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RecvError {
+    BufferTooSmall { needed: usize },
+    Malformed(WireError),
+    /// MAC1 did not verify: not addressed to our public key.
+    BadMac1,
+    /// Too many handshakes from this source, or from this peer.
+    RateLimited,
+    /// The initiation decrypted to a public key that is not a configured peer.
+    UnknownPeer,
+    /// The initiation's TAI64N is not newer than the last one accepted: a replay.
+    StaleTimestamp,
+    Handshake(HandshakeError),
+    /// The receiver index names no session or handshake of ours.
+    UnknownIndex,
+    /// Transport counter already seen or too old.
+    Replay,
+    /// The session is older than Reject-After-Time.
+    Expired,
+    /// The transport payload did not authenticate.
+    Decrypt,
+    /// A cookie reply that did not decrypt for our last handshake message.
+    BadCookie,
+    /// The decrypted packet is not IPv4/IPv6.
+    NotIp,
+    /// The inner source address is outside the sending peer's allowed IPs.
+    DisallowedSource { peer: PeerId },
+    /// We have no private key yet.
+    NoPrivateKey,
+}
+
+/// Errors of [`Node::add_peer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum AddPeerError {
+    /// A peer with this public key exists already.
+    Duplicate(PeerId),
+    /// The peer table (or its key index) is full.
+    TableFull,
+    /// The key is our own public key.
+    OwnKey,
+}
+
+/// Errors of the allowed-IP calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RouteError {
+    UnknownPeer,
+    TableFull,
+}
+
+/// A snapshot of a peer for `wg show` and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStats {
+    pub public_key: PublicKey,
+    pub endpoint: Option<SocketAddr>,
+    pub persistent_keepalive: Option<u16>,
+    /// Monotonic time of the last completed handshake.
+    pub last_handshake: Option<Instant>,
+    /// The same moment on the wall clock the host handed in.
+    pub last_handshake_wall: Option<WallTime>,
+    /// Bytes of authenticated datagrams received from / sent to the peer.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub has_session: bool,
+}
+
+const EVENT_CAPACITY: usize = 64;
+/// Sources tracked by the handshake rate limiter (bounded memory under floods).
+const LIMITER_SOURCES: usize = 256;
+
+/// A WireGuard node: our identity, a table of peers, cryptokey routing.
+///
+/// # Calling rules
+///
+/// The node performs no I/O and reads no clock; the host passes `now` (its
+/// monotonic clock) into every call, and must never pass a time earlier than
+/// a previous call's (an earlier `now` is clamped, not trusted).
+///
+/// - A datagram arrives on the UDP socket: [`handle_datagram`](Self::handle_datagram).
+///   If it returns [`Received::Reply`], send those bytes back to the source;
+///   [`Received::Packet`] is for the TUN device. Then drain
+///   [`poll_transmit`](Self::poll_transmit).
+/// - An IP packet arrives from the TUN device: [`send_ip`](Self::send_ip), then
+///   drain [`poll_transmit`](Self::poll_transmit) (the packet may have started a
+///   handshake).
+/// - After any call, [`poll_timeout`](Self::poll_timeout) gives the next deadline.
+///   Sleep until then (or until I/O), call [`handle_timeout`](Self::handle_timeout),
+///   and drain [`poll_transmit`](Self::poll_transmit). There is no periodic tick.
+/// - [`poll_event`](Self::poll_event) reports handshakes, roaming and expiry.
+/// - Wall time (for TAI64N timestamps) comes from [`set_wall_time`](Self::set_wall_time);
+///   call it at start and whenever the host's wall clock is corrected.
+///
+/// Buffers are the caller's: an output buffer of
+/// `packet.len() + 32 + 15` (at least 148) bytes always suffices for
+/// `send_ip`/`poll_transmit`, and one as large as the datagram for
+/// `handle_datagram`. A too-small buffer yields an error with the size
+/// needed; nothing is lost: call again with a larger one.
+///
+/// No input makes the node panic or allocate on the transport path.
+pub struct Node<C: CryptoProvider, R, S: Storage<C>> {
+    local: Option<LocalStatic>,
+    cookie_checker: Option<CookieChecker>,
+    limiter: RateLimiter<LIMITER_SOURCES>,
+    peers: S::Peers,
+    keys: S::Keys,
+    indexes: S::Indexes,
+    routes: S::Routes,
+    pending: S::Pending,
+    events: heapless::Deque<Event, EVENT_CAPACITY>,
+    events_dropped: u64,
+    rng: R,
+    config: NodeConfig,
+    wall: Option<(Instant, WallTime)>,
+    last_tai: Tai64N,
+    last_now: Instant,
+    load_window_start: Instant,
+    load_count: u32,
+    under_load_until: Option<Instant>,
+    /// Lower bound of the earliest armed timer; exact after `handle_timeout`.
+    deadline_hint: Option<Instant>,
+    _crypto: PhantomData<C>,
+}
+
+impl<C: CryptoProvider, R, S: Storage<C>> core::fmt::Debug for Node<C, R, S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("public_key", &self.local.as_ref().map(|l| l.public))
+            .field("peers", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn jitter(rng: &mut impl rand_core::RngCore) -> Duration {
+    let max = u32::try_from(REKEY_TIMEOUT_JITTER_MAX.as_millis()).unwrap_or(333);
+    Duration::from_millis(u64::from(rng.next_u32() % max.saturating_add(1)))
+}
+
+/// Destination address of an IP packet (for routing on send).
+fn ip_destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(wire::read_array::<4>(packet, 16)?))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(wire::read_array::<16>(packet, 24)?))),
+        _ => None,
+    }
+}
+
+/// Source address and true length (without WireGuard padding) of a decrypted packet.
+fn ip_source_and_len(packet: &[u8]) -> Option<(IpAddr, usize)> {
+    match packet.first()? >> 4 {
+        4 => {
+            let len = usize::from(u16::from_be_bytes(wire::read_array::<2>(packet, 2)?));
+            let src = IpAddr::V4(Ipv4Addr::from(wire::read_array::<4>(packet, 12)?));
+            (len >= 20 && len <= packet.len()).then_some((src, len))
+        }
+        6 => {
+            let payload = usize::from(u16::from_be_bytes(wire::read_array::<2>(packet, 4)?));
+            let len = payload.checked_add(40)?;
+            let src = IpAddr::V6(Ipv6Addr::from(wire::read_array::<16>(packet, 8)?));
+            (len <= packet.len()).then_some((src, len))
+        }
+        _ => None,
+    }
+}
+
+impl<C, R, S> Node<C, R, S>
+where
+    C: CryptoProvider,
+    R: rand_core::RngCore + rand_core::CryptoRng,
+    S: Storage<C>,
+{
+    pub fn new(config: NodeConfig, rng: R) -> Self {
+        let mut node = Node {
+            local: None,
+            cookie_checker: None,
+            limiter: RateLimiter::default(),
+            peers: Default::default(),
+            keys: Default::default(),
+            indexes: Default::default(),
+            routes: Default::default(),
+            pending: Default::default(),
+            events: heapless::Deque::new(),
+            events_dropped: 0,
+            rng,
+            config: NodeConfig { private_key: None, ..config.clone() },
+            wall: None,
+            last_tai: Tai64N::default(),
+            last_now: Instant::ZERO,
+            load_window_start: Instant::ZERO,
+            load_count: 0,
+            under_load_until: None,
+            deadline_hint: None,
+            _crypto: PhantomData,
+        };
+        if let Some(k) = config.private_key {
+            node.set_private_key(Some(k));
+        }
+        node
+    }
+
+    // ----- configuration -------------------------------------------------
+
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.local.as_ref().map(|l| l.public)
+    }
+
+    pub fn private_key(&self) -> Option<&StaticSecret> {
+        self.local.as_ref().map(|l| &l.secret)
+    }
+
+    pub fn mtu(&self) -> u16 {
+        self.config.mtu
+    }
+
+    pub fn set_mtu(&mut self, mtu: u16) {
+        self.config.mtu = mtu;
+    }
+
+    /// Replaces our identity. All sessions end (they were keyed to the old
+    /// identity); a peer whose key equals our new public key is removed, as
+    /// WireGuard does.
+    pub fn set_private_key(&mut self, key: Option<StaticSecret>) {
+        let unchanged = match (&self.local, &key) {
+            (Some(l), Some(k)) => {
+                use subtle::ConstantTimeEq;
+                bool::from(l.secret.bytes().ct_eq(k.bytes()))
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        let key = key.filter(|k| !k.is_zero());
+        self.local = key.map(LocalStatic::new::<C>);
+        self.cookie_checker = self.local.as_ref().map(|l| CookieChecker::new(&l.public.0));
+        let own = self.public_key();
+        if let Some(own) = own {
+            if let Some(&id) = self.keys.get(&own) {
+                self.remove_peer(id);
+            }
+        }
+        for slot in 0..self.peers.slots().len() {
+            let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
+            self.clear_sessions(id);
+            let local = self.local.as_ref();
+            if let Some(Some(p)) = self.peers.slots_mut().get_mut(slot) {
+                let psk = p.statik.psk.clone();
+                let public = p.statik.public;
+                if let Some(local) = local {
+                    p.statik = PeerStatic::new::<C>(local, public, psk);
+                }
+            }
+        }
+    }
+
+    /// Adds a peer. Its allowed IPs are added separately.
+    pub fn add_peer(&mut self, now: Instant, cfg: PeerConfig) -> Result<PeerId, AddPeerError> {
+        let now = self.clamp(now);
+        if let Some(&id) = self.keys.get(&cfg.public_key) {
+            return Err(AddPeerError::Duplicate(id));
+        }
+        if self.public_key() == Some(cfg.public_key) {
+            return Err(AddPeerError::OwnKey);
+        }
+        let psk = cfg.preshared_key.unwrap_or_default();
+        let statik = match &self.local {
+            Some(local) => PeerStatic::new::<C>(local, cfg.public_key, psk),
+            None => PeerStatic { public: cfg.public_key, static_static: [0; 32], initiator_hash: [0; 32], psk },
+        };
+        let peer = Peer::new(statik, cfg.endpoint, cfg.persistent_keepalive);
+        let slot = self.peers.insert(peer).map_err(|_| AddPeerError::TableFull)?;
+        let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
+        if self.keys.insert(cfg.public_key, id).is_err() {
+            if let Some(s) = self.peers.slots_mut().get_mut(slot) {
+                *s = None;
+            }
+            return Err(AddPeerError::TableFull);
+        }
+        // A persistent keepalive starts right away: it is how a peer behind
+        // NAT makes itself reachable before any traffic.
+        if let Some(k) = self.peer(id).and_then(|p| p.persistent_keepalive) {
+            self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+            self.want(id, |p| p.want_keepalive = true);
+        }
+        Ok(id)
+    }
+
+    /// Removes a peer with its sessions and allowed IPs. Returns whether it existed.
+    pub fn remove_peer(&mut self, id: PeerId) -> bool {
+        let Some(peer) = self.peer(id) else { return false };
+        let key = peer.statik.public;
+        self.clear_sessions(id);
+        self.keys.remove(&key);
+        self.routes.remove_value(id);
+        if let Some(s) = self.peers.slots_mut().get_mut(id.slot()) {
+            *s = None;
+        }
+        true
+    }
+
+    /// Removes every peer.
+    pub fn clear_peers(&mut self) {
+        for id in self.peer_ids_snapshot() {
+            self.remove_peer(id);
+        }
+    }
+
+    pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
+        self.keys.get(key).copied()
+    }
+
+    /// Calls `f` for each peer.
+    pub fn for_each_peer(&self, mut f: impl FnMut(PeerId)) {
+        for (i, s) in self.peers.slots().iter().enumerate() {
+            if s.is_some() {
+                f(PeerId(u32::try_from(i).unwrap_or(u32::MAX)));
+            }
+        }
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Sets or clears the preshared key; used from the next handshake on.
+    pub fn set_preshared_key(&mut self, id: PeerId, psk: Option<PresharedKey>) -> bool {
+        match self.peer_mut(id) {
+            Some(p) => {
+                p.statik.psk = psk.unwrap_or_default();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn set_endpoint(&mut self, id: PeerId, endpoint: Option<SocketAddr>) -> bool {
+        match self.peer_mut(id) {
+            Some(p) => {
+                p.endpoint = endpoint;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets the persistent keepalive interval in seconds (`None` or 0 disables).
+    /// Enabling it sends a keepalive at once, as WireGuard does.
+    pub fn set_persistent_keepalive(&mut self, now: Instant, id: PeerId, interval: Option<u16>) -> bool {
+        let now = self.clamp(now);
+        let interval = interval.filter(|&k| k > 0);
+        let Some(p) = self.peer_mut(id) else { return false };
+        let was = p.persistent_keepalive;
+        p.persistent_keepalive = interval;
+        match interval {
+            Some(k) => {
+                self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+                if was.is_none() {
+                    self.want(id, |p| p.want_keepalive = true);
+                }
+            }
+            None => {
+                if let Some(p) = self.peer_mut(id) {
+                    p.timers.stop(Timer::PersistentKeepalive);
+                }
+            }
+        }
+        true
+    }
+
+    /// Routes `net` to the peer (taking it from any other peer that had it).
+    pub fn add_allowed_ip(&mut self, id: PeerId, net: AllowedIp) -> Result<(), RouteError> {
+        if self.peer(id).is_none() {
+            return Err(RouteError::UnknownPeer);
+        }
+        self.routes.insert(net, id).map_err(|TableFull| RouteError::TableFull)
+    }
+
+    pub fn remove_allowed_ip(&mut self, id: PeerId, net: AllowedIp) -> bool {
+        self.routes.remove(net, id)
+    }
+
+    pub fn clear_allowed_ips(&mut self, id: PeerId) {
+        self.routes.remove_value(id);
+    }
+
+    pub fn for_each_allowed_ip(&self, id: PeerId, mut f: impl FnMut(AllowedIp)) {
+        self.routes.for_each_of(id, &mut f);
+    }
+
+    /// The peer a packet to `ip` would be sent to.
+    pub fn route(&self, ip: IpAddr) -> Option<PeerId> {
+        self.routes.lookup(ip)
+    }
+
+    pub fn peer_stats(&self, id: PeerId) -> Option<PeerStats> {
+        let p = self.peer(id)?;
+        Some(PeerStats {
+            public_key: p.statik.public,
+            endpoint: p.endpoint,
+            persistent_keepalive: p.persistent_keepalive,
+            last_handshake: p.last_handshake,
+            last_handshake_wall: p.last_handshake_wall,
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            has_session: p.current.is_some() || p.next.is_some(),
+        })
+    }
+
+    /// Tells the node the wall-clock time at `now`. TAI64N timestamps are
+    /// derived from this pair and the monotonic clock from then on.
+    pub fn set_wall_time(&mut self, now: Instant, wall: WallTime) {
+        self.wall = Some((now, wall));
+    }
+
+    /// Events dropped because the host did not poll them (the queue is bounded).
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+
+    /// Whether the node currently demands cookies for handshakes.
+    pub fn is_under_load(&self, now: Instant) -> bool {
+        self.under_load_until.is_some_and(|t| now < t)
+    }
+
+    /// Starts a handshake with the peer now (unless one was sent < 5 s ago).
+    pub fn initiate(&mut self, now: Instant, id: PeerId) -> bool {
+        let _ = self.clamp(now);
+        if self.peer(id).is_none() {
+            return false;
+        }
+        self.want(id, |p| p.want_initiation = true);
+        true
+    }
+
+    /// Host hint after sleep, wake or a network change: forget sessions' age
+    /// assumptions by starting fresh handshakes with every peer that has an endpoint.
+    pub fn rebind(&mut self, now: Instant) {
+        let _ = self.clamp(now);
+        for id in self.peer_ids_snapshot() {
+            if self.peer(id).is_some_and(|p| p.endpoint.is_some() && p.current.is_some()) {
+                self.want(id, |p| {
+                    p.want_initiation = true;
+                    p.last_initiation_sent = None;
+                });
+            }
+        }
+    }
+
+    // ----- the data path -------------------------------------------------
+
+    /// Encrypts an IP packet from the TUN device for the peer its destination
+    /// routes to. See the calling rules on [`Node`].
+    pub fn send_ip(&mut self, now: Instant, packet: &[u8], out: &mut [u8]) -> Result<Sent, SendError> {
+        let dst = ip_destination(packet).ok_or(SendError::NotIp)?;
+        let id = self.routes.lookup(dst).ok_or(SendError::NoRoute)?;
+        self.send_to_peer(now, id, packet, out)
+    }
+
+    /// Encrypts `packet` for a given peer (no routing; used by hosts that
+    /// route themselves, and for keepalives with an empty packet).
+    pub fn send_to_peer(&mut self, now: Instant, id: PeerId, packet: &[u8], out: &mut [u8]) -> Result<Sent, SendError> {
+        let now = self.clamp(now);
+        let mtu = usize::from(self.config.mtu);
+        let needed = sealed_len(packet.len(), mtu);
+        let peer = self.peer_mut(id).ok_or(SendError::UnknownPeer)?;
+        let endpoint = peer.endpoint;
+        if let Some(session) = peer.sendable(now) {
+            let Some(to) = endpoint else { return Err(SendError::NoEndpoint { peer: id }) };
+            if out.len() < needed {
+                return Err(SendError::BufferTooSmall { needed });
+            }
+            let len = session.seal(packet, out, mtu);
+            let (counter, age, initiator) = (session.send_counter(), session.age(now), session.initiator);
+            peer.tx_bytes = peer.tx_bytes.saturating_add(len as u64);
+            self.on_authenticated_sent(now, id);
+            if !packet.is_empty() {
+                self.on_data_sent(now, id);
+            }
+            // Keep keys fresh: only the initiator of a session rekeys on age,
+            // so the two sides never race to replace the same session.
+            if counter >= REKEY_AFTER_MESSAGES || (initiator && age >= REKEY_AFTER_TIME) {
+                self.want(id, |p| p.want_initiation = true);
+            }
+            return Ok(Sent::Transmit(Transmit { to, len, peer: id }));
+        }
+        // No usable session: keep the packet and start a handshake.
+        let staged = self.stage(id, packet);
+        self.want(id, |p| p.want_initiation = true);
+        if staged {
+            Ok(Sent::Queued { peer: id })
+        } else {
+            Err(SendError::QueueFull { peer: id })
+        }
+    }
+
+    #[cfg(feature = "alloc")]
+    fn stage(&mut self, id: PeerId, packet: &[u8]) -> bool {
+        let max = self.config.max_staged_packets;
+        let Some(p) = self.peer_mut(id) else { return false };
+        if packet.is_empty() {
+            // A keepalive needs no payload kept: the handshake itself will do.
+            return true;
+        }
+        if p.staged.len() >= max {
+            // Drop the oldest, as wireguard-go does: fresh packets matter more.
+            p.staged.pop_front();
+        }
+        p.staged.push_back(packet.to_vec());
+        true
+    }
+
+    #[cfg(not(feature = "alloc"))]
+    fn stage(&mut self, _id: PeerId, packet: &[u8]) -> bool {
+        packet.is_empty()
+    }
+
+    /// Processes one UDP datagram from `from`. See the calling rules on [`Node`].
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Result<Received, RecvError> {
+        let now = self.clamp(now);
+        let msg = wire::parse(datagram).map_err(RecvError::Malformed)?;
+        match msg {
+            Message::Transport(header, payload) => self.recv_transport(now, from, datagram.len(), header, payload, out),
+            Message::Initiation(init) => self.recv_initiation(now, from, datagram, &init, out),
+            Message::Response(resp) => self.recv_response(now, from, datagram, &resp, out),
+            Message::CookieReply(reply) => self.recv_cookie_reply(now, &reply),
+        }
+    }
+
+    fn recv_transport(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram_len: usize,
+        header: TransportHeader,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<Received, RecvError> {
+        let id = *self.indexes.get(&header.receiver).ok_or(RecvError::UnknownIndex)?;
+        let buf = out.get_mut(..payload.len()).ok_or(RecvError::BufferTooSmall { needed: payload.len() })?;
+        let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
+        let slot = peer.slot_of(header.receiver).ok_or(RecvError::UnknownIndex)?;
+        let session = peer.session_mut(slot).ok_or(RecvError::UnknownIndex)?;
+        buf.copy_from_slice(payload);
+        let plain_len = session.open(now, header.counter, buf).map_err(|e| match e {
+            OpenError::Replay => RecvError::Replay,
+            OpenError::Expired => RecvError::Expired,
+            OpenError::Decrypt => RecvError::Decrypt,
+        })?;
+        // Authenticated from here on.
+        let (session_initiator, session_age) = (session.initiator, session.age(now));
+        peer.rx_bytes = peer.rx_bytes.saturating_add(datagram_len as u64);
+        if slot == Slot::Next {
+            let dropped = peer.confirm_next();
+            self.forget_session(dropped);
+            self.push_event(Event::HandshakeCompleted { peer: id, initiator: false });
+        }
+        self.roam(id, from);
+        self.on_authenticated_received(now, id);
+        if slot == Slot::Current
+            && session_initiator
+            && session_age >= REJECT_AFTER_TIME.saturating_sub(KEEPALIVE_TIMEOUT).saturating_sub(REKEY_TIMEOUT)
+        {
+            // We initiated this session and it is about to expire while the
+            // peer keeps talking: rekey now rather than lose packets.
+            self.want(id, |p| {
+                if !p.rekey_requested {
+                    p.rekey_requested = true;
+                    p.want_initiation = true;
+                }
+            });
+        }
+        if plain_len == 0 {
+            return Ok(Received::Done); // keepalive
+        }
+        self.on_data_received(now, id);
+        let plain = out.get(..plain_len).unwrap_or(&[]);
+        let (src, len) = ip_source_and_len(plain).ok_or(RecvError::NotIp)?;
+        if self.routes.lookup(src) != Some(id) {
+            return Err(RecvError::DisallowedSource { peer: id });
+        }
+        Ok(Received::Packet { peer: id, len })
+    }
+
+    /// Cookie-mode gate shared by both handshake messages. Returns
+    /// `Ok(Some(reply_len))` when a cookie reply was written instead.
+    fn admit_handshake(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        sender: u32,
+        mac1_off: usize,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, RecvError> {
+        let checker = self.cookie_checker.as_mut().ok_or(RecvError::NoPrivateKey)?;
+        if !verify_mac1(checker.mac_keys(), datagram, mac1_off) {
+            return Err(RecvError::BadMac1);
+        }
+        // Load meter: handshake messages per one-second window.
+        if now.saturating_duration_since(self.load_window_start) >= Duration::from_secs(1) {
+            self.load_window_start = now;
+            self.load_count = 0;
+        }
+        self.load_count = self.load_count.saturating_add(1);
+        if self.load_count > self.config.under_load_threshold {
+            self.under_load_until = Some(now + Duration::from_secs(1));
+        }
+        if !self.is_under_load(now) {
+            return Ok(None);
+        }
+        let mac2_off = mac1_off.saturating_add(16);
+        let checker = self.cookie_checker.as_mut().ok_or(RecvError::NoPrivateKey)?;
+        if !checker.verify_mac2(now, from, datagram, mac2_off, &mut self.rng) {
+            let out = out.get_mut(..COOKIE_REPLY_LEN).ok_or(RecvError::BufferTooSmall { needed: COOKIE_REPLY_LEN })?;
+            let mac1: [u8; 16] = wire::read_array(datagram, mac1_off).unwrap_or([0; 16]);
+            let reply = checker.reply(now, from, sender, &mac1, &mut self.rng);
+            reply.emit(out);
+            return Ok(Some(COOKIE_REPLY_LEN));
+        }
+        // The source proved it receives at its address: limit it per source.
+        if !self.limiter.allow(now, from.ip()) {
+            return Err(RecvError::RateLimited);
+        }
+        Ok(None)
+    }
+
+    fn recv_initiation(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], init: &Initiation, out: &mut [u8]) -> Result<Received, RecvError> {
+        if out.len() < RESPONSE_LEN {
+            return Err(RecvError::BufferTooSmall { needed: RESPONSE_LEN });
+        }
+        if let Some(len) = self.admit_handshake(now, from, datagram, init.sender, Initiation::MAC1_OFFSET, out)? {
+            return Ok(Received::Reply { len });
+        }
+        let local = self.local.as_ref().ok_or(RecvError::NoPrivateKey)?;
+        let mut pending = handshake::open_initiation::<C>(local, init).map_err(RecvError::Handshake)?;
+        let id = *self.keys.get(&pending.remote_static).ok_or(RecvError::UnknownPeer)?;
+        let peer = self.peer(id).ok_or(RecvError::UnknownPeer)?;
+        let ts = handshake::finish_initiation::<C>(&mut pending, &peer.statik, init).map_err(RecvError::Handshake)?;
+        if ts <= peer.last_timestamp {
+            return Err(RecvError::StaleTimestamp);
+        }
+        if peer
+            .last_initiation_received
+            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_INITIATION_RATE)
+        {
+            return Err(RecvError::RateLimited);
+        }
+        let local_index = self.new_index(id)?;
+        let peer = self.peers.slots().get(id.slot()).and_then(Option::as_ref).ok_or(RecvError::UnknownPeer)?;
+        let (resp, keys) = match handshake::create_response::<C>(pending, &peer.statik, local_index, &mut self.rng) {
+            Ok(r) => r,
+            Err(e) => {
+                self.indexes.remove(&local_index);
+                return Err(RecvError::Handshake(e));
+            }
+        };
+        let session = Session::new(&keys, local_index, init.sender, now, false);
+        let wall = self.wall_at(now);
+        let peer = self.peer_mut(id).ok_or(RecvError::UnknownPeer)?;
+        peer.last_timestamp = ts;
+        peer.last_initiation_received = Some(now);
+        let dropped = peer.install_responder(session);
+        peer.last_handshake = Some(now);
+        peer.last_handshake_wall = Some(wall);
+        peer.rx_bytes = peer.rx_bytes.saturating_add(datagram.len() as u64);
+        peer.tx_bytes = peer.tx_bytes.saturating_add(RESPONSE_LEN as u64);
+        let msg = out.get_mut(..RESPONSE_LEN).ok_or(RecvError::BufferTooSmall { needed: RESPONSE_LEN })?;
+        resp.emit(msg);
+        peer.cookies.stamp(now, msg, Response::MAC1_OFFSET);
+        for s in dropped {
+            self.forget_session(s);
+        }
+        self.roam(id, from);
+        self.on_authenticated_received(now, id);
+        self.on_authenticated_sent(now, id);
+        self.arm(id, Timer::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+        Ok(Received::Reply { len: RESPONSE_LEN })
+    }
+
+    fn recv_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], resp: &Response, out: &mut [u8]) -> Result<Received, RecvError> {
+        if let Some(len) = self.admit_handshake(now, from, datagram, resp.sender, Response::MAC1_OFFSET, out)? {
+            return Ok(Received::Reply { len });
+        }
+        let id = *self.indexes.get(&resp.receiver).ok_or(RecvError::UnknownIndex)?;
+        let local = self.local.as_ref().ok_or(RecvError::NoPrivateKey)?;
+        let peer = self.peers.slots().get(id.slot()).and_then(Option::as_ref).ok_or(RecvError::UnknownIndex)?;
+        let state = peer.initiation.as_ref().filter(|s| s.local_index == resp.receiver).ok_or(RecvError::UnknownIndex)?;
+        let keys = handshake::consume_response::<C>(state, local, &peer.statik, resp).map_err(RecvError::Handshake)?;
+        let wall = self.wall_at(now);
+        let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
+        peer.initiation = None; // its index now belongs to the session
+        let session = Session::new(&keys, resp.receiver, resp.sender, now, true);
+        let dropped = peer.install_initiator(session);
+        peer.last_handshake = Some(now);
+        peer.last_handshake_wall = Some(wall);
+        peer.handshake_attempts = 0;
+        peer.rekey_requested = false;
+        peer.rx_bytes = peer.rx_bytes.saturating_add(datagram.len() as u64);
+        peer.timers.stop(Timer::RetransmitHandshake);
+        // Confirm the session to the responder right away: queued data if
+        // any, else a keepalive (poll_transmit picks whichever applies).
+        peer.want_keepalive = !peer.has_staged();
+        for s in dropped {
+            self.forget_session(s);
+        }
+        self.roam(id, from);
+        self.on_authenticated_received(now, id);
+        self.arm(id, Timer::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+        self.want(id, |_| {});
+        self.push_event(Event::HandshakeCompleted { peer: id, initiator: true });
+        Ok(Received::Done)
+    }
+
+    fn recv_cookie_reply(&mut self, now: Instant, reply: &CookieReply) -> Result<Received, RecvError> {
+        let id = *self.indexes.get(&reply.receiver).ok_or(RecvError::UnknownIndex)?;
+        let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
+        // Never roam on a cookie reply: it is not authenticated by the peer's key.
+        peer.cookies.absorb(now, reply).map_err(|_| RecvError::BadCookie)?;
+        Ok(Received::Done)
+    }
+
+    /// Writes the next datagram the node wants to send into `out`: handshake
+    /// initiations, queued data once a session exists, keepalives. Call until
+    /// it returns `Ok(None)`.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Result<Option<Transmit>, SendError> {
+        let now = self.clamp(now);
+        while let Some(&id) = self.pending.front() {
+            match self.service_peer(now, id, out)? {
+                Some(t) => return Ok(Some(t)),
+                None => {
+                    self.pending.pop_front();
+                    if let Some(p) = self.peer_mut(id) {
+                        p.in_pending = false;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// One datagram for peer `id`, or `None` when it has nothing (more) to send.
+    fn service_peer(&mut self, now: Instant, id: PeerId, out: &mut [u8]) -> Result<Option<Transmit>, SendError> {
+        let mtu = usize::from(self.config.mtu);
+        let Some(peer) = self.peer_mut(id) else { return Ok(None) };
+        let Some(to) = peer.endpoint else {
+            // Nowhere to send: drop the wish, keep staged data for later.
+            peer.want_initiation = false;
+            peer.want_keepalive = false;
+            return Ok(None);
+        };
+        let has_session = peer.sendable(now).is_some();
+        if has_session {
+            #[cfg(feature = "alloc")]
+            if let Some(front) = peer.staged.front() {
+                let needed = sealed_len(front.len(), mtu);
+                if out.len() < needed {
+                    return Err(SendError::BufferTooSmall { needed });
+                }
+                let packet = peer.staged.pop_front().unwrap_or_default();
+                let t = self.send_to_peer(now, id, &packet, out)?;
+                if let Sent::Transmit(t) = t {
+                    if let Some(p) = self.peer_mut(id) {
+                        p.want_keepalive = false;
+                    }
+                    return Ok(Some(t));
+                }
+                return Ok(None);
+            }
+        }
+        let peer = self.peer_mut(id).ok_or(SendError::UnknownPeer)?;
+        if peer.want_initiation {
+            if let Some(len) = self.write_initiation(now, id, out)? {
+                return Ok(Some(Transmit { to, len, peer: id }));
+            }
+        }
+        let peer = self.peer_mut(id).ok_or(SendError::UnknownPeer)?;
+        if peer.want_keepalive {
+            peer.want_keepalive = false;
+            if has_session {
+                if out.len() < TRANSPORT_OVERHEAD {
+                    peer.want_keepalive = true;
+                    return Err(SendError::BufferTooSmall { needed: TRANSPORT_OVERHEAD });
+                }
+                if let Sent::Transmit(t) = self.send_to_peer(now, id, &[], out)? {
+                    return Ok(Some(t));
+                }
+            } else {
+                // No session to carry a keepalive: a handshake is the keepalive.
+                let peer = self.peer_mut(id).ok_or(SendError::UnknownPeer)?;
+                peer.want_initiation = true;
+                if let Some(len) = self.write_initiation(now, id, out)? {
+                    return Ok(Some(Transmit { to, len, peer: id }));
+                }
+            }
+        }
+        let _ = mtu;
+        Ok(None)
+    }
+
+    /// Writes an initiation for `id` if one is due. Clears `want_initiation`.
+    fn write_initiation(&mut self, now: Instant, id: PeerId, out: &mut [u8]) -> Result<Option<usize>, SendError> {
+        if out.len() < INITIATION_LEN {
+            return Err(SendError::BufferTooSmall { needed: INITIATION_LEN });
+        }
+        let Some(peer) = self.peer_mut(id) else { return Ok(None) };
+        let retry = peer.initiation_is_retry;
+        peer.want_initiation = false;
+        peer.initiation_is_retry = false;
+        // One handshake per Rekey-Timeout unless this is the timer's retry.
+        if !retry && peer.last_initiation_sent.is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT) {
+            return Ok(None);
+        }
+        if peer.last_initiation_sent.is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_INITIATION_RATE) {
+            return Ok(None);
+        }
+        if self.local.is_none() || self.peer(id).is_some_and(|p| !p.statik.is_valid()) {
+            return Ok(None);
+        }
+        let ts = self.next_timestamp(now);
+        // Replace any initiation in flight (its index is released).
+        if let Some(old) = self.peer_mut(id).and_then(|p| p.initiation.take()) {
+            self.indexes.remove(&old.local_index);
+        }
+        let Ok(local_index) = self.new_index(id) else { return Ok(None) };
+        let (Some(local), Some(Some(peer))) = (self.local.as_ref(), self.peers.slots().get(id.slot())) else {
+            return Ok(None);
+        };
+        let created = handshake::create_initiation::<C>(local, &peer.statik, ts, local_index, &mut self.rng);
+        let Ok((msg, state)) = created else {
+            self.indexes.remove(&local_index);
+            return Ok(None);
+        };
+        let j = jitter(&mut self.rng);
+        let Some(peer) = self.peer_mut(id) else { return Ok(None) };
+        let buf = out.get_mut(..INITIATION_LEN).ok_or(SendError::BufferTooSmall { needed: INITIATION_LEN })?;
+        msg.emit(buf);
+        peer.cookies.stamp(now, buf, Initiation::MAC1_OFFSET);
+        peer.initiation = Some(state);
+        peer.last_initiation_sent = Some(now);
+        peer.tx_bytes = peer.tx_bytes.saturating_add(INITIATION_LEN as u64);
+        self.arm(id, Timer::RetransmitHandshake, now + REKEY_TIMEOUT + j);
+        self.on_authenticated_sent(now, id);
+        trace!("sent handshake initiation");
+        Ok(Some(INITIATION_LEN))
+    }
+
+    // ----- time ----------------------------------------------------------
+
+    /// The next moment [`handle_timeout`](Self::handle_timeout) must run, if any.
+    /// May be slightly early (never late): an early call is harmless.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline_hint
+    }
+
+    /// Fires every timer due at `now`. Then drain [`poll_transmit`](Self::poll_transmit).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if self.deadline_hint.is_some_and(|d| now < d) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for slot in 0..self.peers.slots().len() {
+            let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
+            loop {
+                let Some(p) = self.peer_mut(id) else { break };
+                let Some(t) = p.timers.take_expired(now) else { break };
+                self.fire(now, id, t);
+            }
+            if let Some(d) = self.peer(id).and_then(|p| p.timers.next()) {
+                next = Some(next.map_or(d, |n: Instant| n.min(d)));
+            }
+        }
+        self.deadline_hint = next;
+    }
+
+    fn fire(&mut self, now: Instant, id: PeerId, t: Timer) {
+        match t {
+            Timer::RetransmitHandshake => {
+                let Some(p) = self.peer_mut(id) else { return };
+                if p.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS {
+                    // Rekey-Attempt-Time is up: give up and drop what waited.
+                    p.handshake_attempts = 0;
+                    p.want_initiation = false;
+                    #[cfg(feature = "alloc")]
+                    p.staged.clear();
+                    let init = p.initiation.take();
+                    let zero_armed = p.timers.is_set(Timer::ZeroKeyMaterial);
+                    if let Some(s) = init {
+                        self.indexes.remove(&s.local_index);
+                    }
+                    if !zero_armed {
+                        self.arm(id, Timer::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+                    }
+                    self.push_event(Event::HandshakeFailed { peer: id });
+                } else {
+                    p.handshake_attempts = p.handshake_attempts.saturating_add(1);
+                    self.want(id, |p| {
+                        p.want_initiation = true;
+                        p.initiation_is_retry = true;
+                    });
+                }
+            }
+            Timer::SendKeepalive => {
+                let again = self.peer_mut(id).map(|p| core::mem::take(&mut p.need_another_keepalive)).unwrap_or(false);
+                self.want(id, |p| p.want_keepalive = true);
+                if again {
+                    self.arm(id, Timer::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+                }
+            }
+            Timer::NewHandshake => {
+                // We sent data and heard nothing for 15 s: the peer may have
+                // lost its state. Start over.
+                self.want(id, |p| p.want_initiation = true);
+            }
+            Timer::ZeroKeyMaterial => {
+                self.clear_sessions(id);
+                self.push_event(Event::KeysExpired { peer: id });
+            }
+            Timer::PersistentKeepalive => {
+                if let Some(k) = self.peer(id).and_then(|p| p.persistent_keepalive) {
+                    self.want(id, |p| p.want_keepalive = true);
+                    self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+                }
+            }
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- timer bookkeeping (WireGuard paper §6.2–6.5) -------------------
+
+    fn on_data_sent(&mut self, now: Instant, id: PeerId) {
+        if self.peer(id).is_some_and(|p| !p.timers.is_set(Timer::NewHandshake)) {
+            let j = jitter(&mut self.rng);
+            self.arm(id, Timer::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + j);
+        }
+    }
+
+    fn on_data_received(&mut self, now: Instant, id: PeerId) {
+        let Some(p) = self.peer_mut(id) else { return };
+        if p.timers.is_set(Timer::SendKeepalive) {
+            p.need_another_keepalive = true;
+        } else {
+            self.arm(id, Timer::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+        }
+    }
+
+    fn on_authenticated_sent(&mut self, now: Instant, id: PeerId) {
+        if let Some(p) = self.peer_mut(id) {
+            p.timers.stop(Timer::SendKeepalive);
+        }
+        self.on_traversal(now, id);
+    }
+
+    fn on_authenticated_received(&mut self, now: Instant, id: PeerId) {
+        if let Some(p) = self.peer_mut(id) {
+            p.timers.stop(Timer::NewHandshake);
+        }
+        self.on_traversal(now, id);
+    }
+
+    fn on_traversal(&mut self, now: Instant, id: PeerId) {
+        if let Some(k) = self.peer(id).and_then(|p| p.persistent_keepalive) {
+            self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+        }
+    }
+
+    fn arm(&mut self, id: PeerId, t: Timer, at: Instant) {
+        if let Some(p) = self.peer_mut(id) {
+            p.timers.set(t, at);
+            self.deadline_hint = Some(self.deadline_hint.map_or(at, |d| d.min(at)));
+        }
+    }
+
+    // ----- helpers -------------------------------------------------------
+
+    fn peer(&self, id: PeerId) -> Option<&Peer<C>> {
+        self.peers.slots().get(id.slot()).and_then(Option::as_ref)
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer<C>> {
+        self.peers.slots_mut().get_mut(id.slot()).and_then(Option::as_mut)
+    }
+
+    fn peer_ids_snapshot(&self) -> impl Iterator<Item = PeerId> {
+        let n = self.peers.slots().len();
+        (0..n).map(|i| PeerId(u32::try_from(i).unwrap_or(u32::MAX)))
+    }
+
+    /// Applies `f` and queues the peer for `poll_transmit` if it now has work.
+    fn want(&mut self, id: PeerId, f: impl FnOnce(&mut Peer<C>)) {
+        let Some(p) = self.peer_mut(id) else { return };
+        f(p);
+        if p.wants_service() && !p.in_pending {
+            p.in_pending = true;
+            if self.pending.push_back(id).is_err() {
+                if let Some(p) = self.peer_mut(id) {
+                    p.in_pending = false;
+                }
+            }
+        }
+    }
+
+    fn roam(&mut self, id: PeerId, from: SocketAddr) {
+        let Some(p) = self.peer_mut(id) else { return };
+        if p.endpoint != Some(from) {
+            p.endpoint = Some(from);
+            self.push_event(Event::EndpointChanged { peer: id, endpoint: from });
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.push_back(e).is_err() {
+            self.events_dropped = self.events_dropped.saturating_add(1);
+        }
+    }
+
+    fn forget_session(&mut self, s: Option<Session<C>>) {
+        if let Some(s) = s {
+            self.indexes.remove(&s.local_index);
+        }
+    }
+
+    fn clear_sessions(&mut self, id: PeerId) {
+        let Some(p) = self.peer_mut(id) else { return };
+        let idx = p.indexes();
+        p.previous = None;
+        p.current = None;
+        p.next = None;
+        p.initiation = None;
+        p.timers.stop(Timer::RetransmitHandshake);
+        p.timers.stop(Timer::ZeroKeyMaterial);
+        p.timers.stop(Timer::NewHandshake);
+        p.timers.stop(Timer::SendKeepalive);
+        p.handshake_attempts = 0;
+        for i in idx.into_iter().flatten() {
+            self.indexes.remove(&i);
+        }
+    }
+
+    /// A fresh random receiver index, registered to `id`.
+    fn new_index(&mut self, id: PeerId) -> Result<u32, RecvError> {
+        for _ in 0..16 {
+            let i = self.rng.next_u32();
+            if self.indexes.get(&i).is_none() {
+                return self.indexes.insert(i, id).map(|()| i).map_err(|()| RecvError::RateLimited);
+            }
+        }
+        Err(RecvError::RateLimited)
+    }
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+        self.last_now
+    }
+
+    fn wall_at(&self, now: Instant) -> WallTime {
+        match self.wall {
+            Some((at, wall)) => {
+                let elapsed = now.saturating_duration_since(at).as_nanos();
+                WallTime::from_nanos(wall.as_nanos().saturating_add(elapsed))
+            }
+            None => WallTime::from_nanos(u128::from(now.as_nanos())),
+        }
+    }
+
+    /// TAI64N for a new initiation: coarsened to ~16 ms so it leaks little
+    /// about our clock, yet strictly increasing so the peer never takes a
+    /// fresh initiation for a replay.
+    fn next_timestamp(&mut self, now: Instant) -> Tai64N {
+        let mut wall = self.wall_at(now);
+        wall.nanos &= !((1 << 24) - 1);
+        let mut ts = Tai64N::from_wall(wall);
+        if ts <= self.last_tai {
+            let mut n = u128::from_be_bytes({
+                let mut b = [0u8; 16];
+                if let Some(d) = b.get_mut(4..) {
+                    d.copy_from_slice(&self.last_tai.0);
+                }
+                b
+            });
+            n = n.saturating_add(1);
+            let b = n.to_be_bytes();
+            if let Some(s) = b.get(4..) {
+                ts.0.copy_from_slice(s);
+            }
+        }
+        self.last_tai = ts;
+        ts
+    }
+}

@@ -1,0 +1,181 @@
+//! Everything the node knows about one peer: its static key material, the
+//! up to three live sessions, the handshake in flight, timers and counters.
+
+use core::net::SocketAddr;
+
+use crate::cookie::CookieJar;
+use crate::crypto::CryptoProvider;
+use crate::noise::handshake::{InitiatorState, PeerStatic};
+use crate::noise::tai64n::Tai64N;
+use crate::session::Session;
+use crate::time::{Instant, WallTime};
+use crate::timers::TimerTable;
+
+#[cfg(feature = "alloc")]
+use alloc::{collections::VecDeque, vec::Vec};
+
+/// Which of a peer's session slots a receiver index belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Previous,
+    Current,
+    Next,
+}
+
+pub struct Peer<C: CryptoProvider> {
+    pub(crate) statik: PeerStatic,
+    pub(crate) cookies: CookieJar,
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) persistent_keepalive: Option<u16>,
+    pub(crate) timers: TimerTable,
+
+    pub(crate) previous: Option<Session<C>>,
+    pub(crate) current: Option<Session<C>>,
+    /// A session we answered as responder, not yet confirmed by the
+    /// initiator's first transport message.
+    pub(crate) next: Option<Session<C>>,
+    /// Our own initiation in flight. Kept apart from `next` so that when both
+    /// sides initiate at once both handshakes complete instead of fighting.
+    pub(crate) initiation: Option<InitiatorState>,
+
+    pub(crate) handshake_attempts: u32,
+    pub(crate) last_initiation_sent: Option<Instant>,
+    /// Newest TAI64N accepted from this peer (replayed initiations are older or equal).
+    pub(crate) last_timestamp: Tai64N,
+    pub(crate) last_initiation_received: Option<Instant>,
+    pub(crate) last_handshake: Option<Instant>,
+    pub(crate) last_handshake_wall: Option<WallTime>,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
+
+    pub(crate) want_initiation: bool,
+    /// The wanted initiation is a timer retry (not subject to the 5 s spacing).
+    pub(crate) initiation_is_retry: bool,
+    pub(crate) want_keepalive: bool,
+    pub(crate) need_another_keepalive: bool,
+    pub(crate) rekey_requested: bool,
+    pub(crate) in_pending: bool,
+    #[cfg(feature = "alloc")]
+    pub(crate) staged: VecDeque<Vec<u8>>,
+}
+
+impl<C: CryptoProvider> core::fmt::Debug for Peer<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Peer")
+            .field("public_key", &self.statik.public)
+            .field("endpoint", &self.endpoint)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: CryptoProvider> Peer<C> {
+    pub(crate) fn new(statik: PeerStatic, endpoint: Option<SocketAddr>, persistent_keepalive: Option<u16>) -> Self {
+        let cookies = CookieJar::new(&statik.public.0);
+        Peer {
+            statik,
+            cookies,
+            endpoint,
+            persistent_keepalive: persistent_keepalive.filter(|&k| k > 0),
+            timers: TimerTable::default(),
+            previous: None,
+            current: None,
+            next: None,
+            initiation: None,
+            handshake_attempts: 0,
+            last_initiation_sent: None,
+            last_timestamp: Tai64N::default(),
+            last_initiation_received: None,
+            last_handshake: None,
+            last_handshake_wall: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            want_initiation: false,
+            initiation_is_retry: false,
+            want_keepalive: false,
+            need_another_keepalive: false,
+            rekey_requested: false,
+            in_pending: false,
+            #[cfg(feature = "alloc")]
+            staged: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn session_mut(&mut self, slot: Slot) -> Option<&mut Session<C>> {
+        match slot {
+            Slot::Previous => self.previous.as_mut(),
+            Slot::Current => self.current.as_mut(),
+            Slot::Next => self.next.as_mut(),
+        }
+    }
+
+    pub(crate) fn slot_of(&self, local_index: u32) -> Option<Slot> {
+        if self.current.as_ref().is_some_and(|s| s.local_index == local_index) {
+            Some(Slot::Current)
+        } else if self.previous.as_ref().is_some_and(|s| s.local_index == local_index) {
+            Some(Slot::Previous)
+        } else if self.next.as_ref().is_some_and(|s| s.local_index == local_index) {
+            Some(Slot::Next)
+        } else {
+            None
+        }
+    }
+
+    /// Every receiver index this peer currently owns (for index-table cleanup).
+    pub(crate) fn indexes(&self) -> [Option<u32>; 4] {
+        [
+            self.previous.as_ref().map(|s| s.local_index),
+            self.current.as_ref().map(|s| s.local_index),
+            self.next.as_ref().map(|s| s.local_index),
+            self.initiation.as_ref().map(|s| s.local_index),
+        ]
+    }
+
+    /// Installs a session we initiated: it is confirmed, so it becomes
+    /// current at once. Returns the sessions that fell out of the slots.
+    pub(crate) fn install_initiator(&mut self, s: Session<C>) -> [Option<Session<C>>; 2] {
+        let (new_previous, dropped_a) = match self.next.take() {
+            // The unconfirmed responder session stays decryptable as `previous`.
+            Some(next) => (Some(next), self.current.take()),
+            None => (self.current.take(), None),
+        };
+        let dropped_b = core::mem::replace(&mut self.previous, new_previous);
+        self.current = Some(s);
+        [dropped_a, dropped_b]
+    }
+
+    /// Installs a session we answered: unconfirmed until the initiator uses it.
+    pub(crate) fn install_responder(&mut self, s: Session<C>) -> [Option<Session<C>>; 2] {
+        let dropped_next = self.next.replace(s);
+        // The old previous would be shifted out by the promotion anyway.
+        let dropped_prev = self.previous.take();
+        [dropped_next, dropped_prev]
+    }
+
+    /// The initiator used `next`: promote it. Returns the session dropped.
+    pub(crate) fn confirm_next(&mut self) -> Option<Session<C>> {
+        let next = self.next.take()?;
+        let old_current = self.current.replace(next);
+        core::mem::replace(&mut self.previous, old_current)
+    }
+
+    /// A sendable session, preferring the current one.
+    pub(crate) fn sendable(&mut self, now: Instant) -> Option<&mut Session<C>> {
+        self.current.as_mut().filter(|s| s.can_send(now))
+    }
+
+    pub(crate) fn has_staged(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        {
+            !self.staged.is_empty()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            false
+        }
+    }
+
+    pub(crate) fn wants_service(&self) -> bool {
+        self.want_initiation || self.want_keepalive || self.has_staged()
+    }
+}

@@ -1,0 +1,190 @@
+//! Where the node keeps its tables. Without `alloc` every table has a fixed
+//! capacity chosen at compile time ([`Fixed`]); with `alloc`, [`Heap`] grows
+//! on demand and uses a trie and B-trees so large configurations stay fast.
+
+use crate::allowed_ips::{FixedRoutes, RouteTable};
+use crate::crypto::CryptoProvider;
+use crate::keys::PublicKey;
+use crate::node::PeerId;
+use crate::peer::Peer;
+
+/// A slot table: stable indices, reused after removal.
+pub trait Slab<T> {
+    fn slots(&self) -> &[Option<T>];
+    fn slots_mut(&mut self) -> &mut [Option<T>];
+    /// Stores `value` in a free slot; gives it back if the table is full.
+    fn insert(&mut self, value: T) -> Result<usize, T>;
+}
+
+/// A small key → value map.
+pub trait Map<K, V> {
+    fn get(&self, k: &K) -> Option<&V>;
+    /// Inserts or replaces; `Err` if full.
+    fn insert(&mut self, k: K, v: V) -> Result<(), ()>;
+    fn remove(&mut self, k: &K) -> Option<V>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A FIFO of peers that have something to transmit.
+pub trait Fifo<T> {
+    fn push_back(&mut self, v: T) -> Result<(), T>;
+    fn pop_front(&mut self) -> Option<T>;
+    fn front(&self) -> Option<&T>;
+}
+
+/// The bundle of table types a [`Node`](crate::Node) uses.
+pub trait Storage<C: CryptoProvider> {
+    type Peers: Slab<Peer<C>> + Default;
+    type Keys: Map<PublicKey, PeerId> + Default;
+    type Indexes: Map<u32, PeerId> + Default;
+    type Routes: RouteTable<PeerId> + Default;
+    type Pending: Fifo<PeerId> + Default;
+}
+
+/// Fixed capacities for `no_std` without `alloc`: `PEERS` peers, `ROUTES`
+/// allowed-IP entries in total, `INDEXES` live receiver indexes (up to four
+/// per peer: previous, current and next session plus a pending handshake).
+#[derive(Debug)]
+pub struct Fixed<const PEERS: usize, const ROUTES: usize, const INDEXES: usize = 64>;
+
+impl<C: CryptoProvider, const P: usize, const R: usize, const I: usize> Storage<C> for Fixed<P, R, I> {
+    type Peers = heapless::Vec<Option<Peer<C>>, P>;
+    type Keys = heapless::Vec<(PublicKey, PeerId), P>;
+    type Indexes = heapless::Vec<(u32, PeerId), I>;
+    type Routes = FixedRoutes<PeerId, R>;
+    type Pending = heapless::Deque<PeerId, P>;
+}
+
+impl<T, const N: usize> Slab<T> for heapless::Vec<Option<T>, N> {
+    fn slots(&self) -> &[Option<T>] {
+        self
+    }
+    fn slots_mut(&mut self) -> &mut [Option<T>] {
+        self
+    }
+    fn insert(&mut self, value: T) -> Result<usize, T> {
+        if let Some(i) = self.iter().position(Option::is_none) {
+            if let Some(s) = self.get_mut(i) {
+                *s = Some(value);
+                return Ok(i);
+            }
+        }
+        let i = self.len();
+        match self.push(Some(value)) {
+            Ok(()) => Ok(i),
+            Err(v) => Err(v.ok_or(()).map_err(|_| ()).unwrap_or_else(|_| unreachable_none())),
+        }
+    }
+}
+
+// `push` hands back exactly what we gave it, which is `Some`; this is never reached.
+#[allow(clippy::panic)]
+fn unreachable_none<T>() -> T {
+    panic!("heapless::Vec::push returned a different value")
+}
+
+impl<K: PartialEq, V, const N: usize> Map<K, V> for heapless::Vec<(K, V), N> {
+    fn get(&self, k: &K) -> Option<&V> {
+        self.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+    }
+    fn insert(&mut self, k: K, v: V) -> Result<(), ()> {
+        if let Some(slot) = self.iter_mut().find(|(key, _)| *key == k) {
+            slot.1 = v;
+            return Ok(());
+        }
+        self.push((k, v)).map_err(|_| ())
+    }
+    fn remove(&mut self, k: &K) -> Option<V> {
+        let i = self.iter().position(|(key, _)| key == k)?;
+        Some(self.swap_remove(i).1)
+    }
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+impl<T, const N: usize> Fifo<T> for heapless::Deque<T, N> {
+    fn push_back(&mut self, v: T) -> Result<(), T> {
+        heapless::Deque::push_back(self, v)
+    }
+    fn pop_front(&mut self) -> Option<T> {
+        heapless::Deque::pop_front(self)
+    }
+    fn front(&self) -> Option<&T> {
+        heapless::Deque::front(self)
+    }
+}
+
+#[cfg(feature = "alloc")]
+pub use heap::Heap;
+
+#[cfg(feature = "alloc")]
+mod heap {
+    use super::*;
+    use crate::allowed_ips::TrieRoutes;
+    use alloc::collections::{BTreeMap, VecDeque};
+    use alloc::vec::Vec;
+
+    /// Growable tables (the `alloc` feature): no limit but memory.
+    #[derive(Debug)]
+    pub struct Heap;
+
+    impl<C: CryptoProvider> Storage<C> for Heap {
+        type Peers = Vec<Option<Peer<C>>>;
+        type Keys = BTreeMap<PublicKey, PeerId>;
+        type Indexes = BTreeMap<u32, PeerId>;
+        type Routes = TrieRoutes<PeerId>;
+        type Pending = VecDeque<PeerId>;
+    }
+
+    impl<T> Slab<T> for Vec<Option<T>> {
+        fn slots(&self) -> &[Option<T>] {
+            self
+        }
+        fn slots_mut(&mut self) -> &mut [Option<T>] {
+            self
+        }
+        fn insert(&mut self, value: T) -> Result<usize, T> {
+            if let Some(i) = self.iter().position(Option::is_none) {
+                if let Some(s) = self.get_mut(i) {
+                    *s = Some(value);
+                    return Ok(i);
+                }
+            }
+            self.push(Some(value));
+            Ok(self.len().saturating_sub(1))
+        }
+    }
+
+    impl<K: Ord, V> Map<K, V> for BTreeMap<K, V> {
+        fn get(&self, k: &K) -> Option<&V> {
+            BTreeMap::get(self, k)
+        }
+        fn insert(&mut self, k: K, v: V) -> Result<(), ()> {
+            BTreeMap::insert(self, k, v);
+            Ok(())
+        }
+        fn remove(&mut self, k: &K) -> Option<V> {
+            BTreeMap::remove(self, k)
+        }
+        fn len(&self) -> usize {
+            BTreeMap::len(self)
+        }
+    }
+
+    impl<T> Fifo<T> for VecDeque<T> {
+        fn push_back(&mut self, v: T) -> Result<(), T> {
+            VecDeque::push_back(self, v);
+            Ok(())
+        }
+        fn pop_front(&mut self) -> Option<T> {
+            VecDeque::pop_front(self)
+        }
+        fn front(&self) -> Option<&T> {
+            VecDeque::front(self)
+        }
+    }
+}
