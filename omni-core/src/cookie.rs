@@ -76,6 +76,13 @@ fn addr_bytes(src: SocketAddr, out: &mut [u8; 18]) -> usize {
     }
 }
 
+/// The cookie for `src` under `secret`: MAC(secret, IP || port), the port big-endian.
+pub fn cookie_for(secret: &[u8; 32], src: SocketAddr) -> [u8; 16] {
+    let mut a = [0u8; 18];
+    let n = addr_bytes(src, &mut a);
+    mac(secret, a.get(..n).unwrap_or(&[]))
+}
+
 impl CookieChecker {
     pub fn new(our_public: &[u8; 32]) -> Self {
         CookieChecker { keys: MacKeys::new(our_public), secret: [0; 32], secret_born: None }
@@ -94,9 +101,7 @@ impl CookieChecker {
             rng.fill_bytes(&mut self.secret);
             self.secret_born = Some(now);
         }
-        let mut a = [0u8; 18];
-        let n = addr_bytes(src, &mut a);
-        mac(&self.secret, a.get(..n).unwrap_or(&[]))
+        cookie_for(&self.secret, src)
     }
 
     /// Checks MAC2 of a message whose MAC2 field starts at `mac2_off`.

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The project's test command (README.md). Runs every check CI runs, in order,
+# and ends with a "N passed, M failed" line. Needs: stable Rust with the
+# thumbv7em-none-eabihf and thumbv6m-none-eabi targets, nightly + cargo-fuzz
+# for the fuzz step (.ci/run installs all of it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+
+step() {
+    local name="$1"
+    shift
+    echo
+    echo "==> $name"
+    echo "    \$ $*"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "--- ok: $name ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "--- FAILED: $name ($((SECONDS - start)) s)"
+    fi
+}
+
+step "rustfmt" cargo fmt --all -- --check
+step "clippy (omni-core, panic-freedom lints)" \
+    cargo clippy -p omni-core --all-features --lib -- -D warnings
+step "omni-core no_std, no alloc: thumbv7em-none-eabihf" \
+    cargo build -p omni-core --no-default-features --target thumbv7em-none-eabihf
+step "omni-core no_std, no alloc: thumbv6m-none-eabi" \
+    cargo build -p omni-core --no-default-features --target thumbv6m-none-eabi
+step "omni-core no_std + alloc: thumbv7em-none-eabihf" \
+    cargo build -p omni-core --no-default-features --features alloc --target thumbv7em-none-eabihf
+step "unit and integration tests (no alloc, host)" \
+    cargo test -p omni-core --no-default-features --lib
+step "unit and integration tests (default features)" \
+    cargo test -p omni-core
+step "tests with the ring provider" \
+    cargo test -p omni-core --features ring --lib --test smoke
+step "simulation and interop in release mode" \
+    cargo test -p omni-core --release --test simulation --test interop_boringtun
+step "demo runs" bash -c 'cargo run -q -p omni-core --example demo | tail -3 | grep -q "pings delivered"'
+if [ "${SKIP_FUZZ:-0}" != "1" ]; then
+    step "fuzz every target briefly" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-all.sh
+fi
+
+echo
+if [ "$failed" -gt 0 ]; then
+    printf 'failed: %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
