@@ -29,11 +29,15 @@ step() {
 
 step "rustfmt" cargo fmt --all -- --check
 step "clippy (omni-core, panic-freedom lints)" \
-    cargo clippy -p omni-core --all-features --lib -- -D warnings
+    cargo clippy -p omni-core --features ring,log --lib -- -D warnings
+step "clippy (omni-core, no_std without alloc)" \
+    cargo clippy -p omni-core --no-default-features --lib -- -D warnings
 step "omni-core no_std, no alloc: thumbv7em-none-eabihf" \
     cargo build -p omni-core --no-default-features --target thumbv7em-none-eabihf
 step "omni-core no_std, no alloc: thumbv6m-none-eabi" \
     cargo build -p omni-core --no-default-features --target thumbv6m-none-eabi
+step "omni-core no_std + defmt: thumbv7em-none-eabihf" \
+    cargo build -p omni-core --no-default-features --features defmt --target thumbv7em-none-eabihf
 step "omni-core no_std + alloc: thumbv7em-none-eabihf" \
     cargo build -p omni-core --no-default-features --features alloc --target thumbv7em-none-eabihf
 step "unit and integration tests (no alloc, host)" \

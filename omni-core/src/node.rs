@@ -69,7 +69,6 @@ impl PeerConfig {
 
 /// Something the host may want to know (logging, UI, the Nucleus client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Event {
     /// A handshake completed; `initiator` tells which side we played.
@@ -80,6 +79,21 @@ pub enum Event {
     HandshakeFailed { peer: PeerId },
     /// No traffic for 3 × Reject-After-Time: all keys of the peer were erased.
     KeysExpired { peer: PeerId },
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Event {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Event::HandshakeCompleted { peer, initiator } => {
+                defmt::write!(f, "HandshakeCompleted({}, initiator={})", peer, initiator)
+            }
+            // defmt has no SocketAddr formatting; the peer id is what matters on a device.
+            Event::EndpointChanged { peer, .. } => defmt::write!(f, "EndpointChanged({})", peer),
+            Event::HandshakeFailed { peer } => defmt::write!(f, "HandshakeFailed({})", peer),
+            Event::KeysExpired { peer } => defmt::write!(f, "KeysExpired({})", peer),
+        }
+    }
 }
 
 /// A datagram the host must send.
@@ -208,6 +222,8 @@ pub struct PeerStats {
 }
 
 const EVENT_CAPACITY: usize = 64;
+/// Keys are erased after three Reject-After-Times without a new session.
+const ZERO_KEYS_AFTER: Duration = Duration::from_secs(REJECT_AFTER_TIME.as_secs() * 3);
 /// Sources tracked by the handshake rate limiter (bounded memory under floods).
 const LIMITER_SOURCES: usize = 256;
 
@@ -275,7 +291,7 @@ impl<C: CryptoProvider, R, S: Storage<C>> core::fmt::Debug for Node<C, R, S> {
 
 fn jitter(rng: &mut impl rand_core::RngCore) -> Duration {
     let max = u32::try_from(REKEY_TIMEOUT_JITTER_MAX.as_millis()).unwrap_or(333);
-    Duration::from_millis(u64::from(rng.next_u32() % max.saturating_add(1)))
+    Duration::from_millis(u64::from(rng.next_u32().checked_rem(max.saturating_add(1)).unwrap_or(0)))
 }
 
 /// Destination address of an IP packet (for routing on send).
@@ -422,7 +438,7 @@ where
         // A persistent keepalive starts right away: it is how a peer behind
         // NAT makes itself reachable before any traffic.
         if let Some(k) = self.peer(id).and_then(|p| p.persistent_keepalive) {
-            self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+            self.arm(id, Timer::PersistentKeepalive, now.saturating_add(Duration::from_secs(u64::from(k))));
             self.want(id, |p| p.want_keepalive = true);
         }
         Ok(id)
@@ -496,7 +512,7 @@ where
         p.persistent_keepalive = interval;
         match interval {
             Some(k) => {
-                self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+                self.arm(id, Timer::PersistentKeepalive, now.saturating_add(Duration::from_secs(u64::from(k))));
                 if was.is_none() {
                     self.want(id, |p| p.want_keepalive = true);
                 }
@@ -696,6 +712,8 @@ where
             let dropped = peer.confirm_next();
             self.forget_session(dropped);
             self.push_event(Event::HandshakeCompleted { peer: id, initiator: false });
+            // Packets queued while we had no session can go now.
+            self.want(id, |_| {});
         }
         self.roam(id, from);
         self.on_authenticated_received(now, id);
@@ -746,7 +764,7 @@ where
         }
         self.load_count = self.load_count.saturating_add(1);
         if self.load_count > self.config.under_load_threshold {
-            self.under_load_until = Some(now + Duration::from_secs(1));
+            self.under_load_until = Some(now.saturating_add(Duration::from_secs(1)));
         }
         if !self.is_under_load(now) {
             return Ok(None);
@@ -816,7 +834,7 @@ where
         self.roam(id, from);
         self.on_authenticated_received(now, id);
         self.on_authenticated_sent(now, id);
-        self.arm(id, Timer::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+        self.arm(id, Timer::ZeroKeyMaterial, now.saturating_add(ZERO_KEYS_AFTER));
         Ok(Received::Reply { len: RESPONSE_LEN })
     }
 
@@ -848,7 +866,7 @@ where
         }
         self.roam(id, from);
         self.on_authenticated_received(now, id);
-        self.arm(id, Timer::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+        self.arm(id, Timer::ZeroKeyMaterial, now.saturating_add(ZERO_KEYS_AFTER));
         self.want(id, |_| {});
         self.push_event(Event::HandshakeCompleted { peer: id, initiator: true });
         Ok(Received::Done)
@@ -981,7 +999,7 @@ where
         peer.initiation = Some(state);
         peer.last_initiation_sent = Some(now);
         peer.tx_bytes = peer.tx_bytes.saturating_add(INITIATION_LEN as u64);
-        self.arm(id, Timer::RetransmitHandshake, now + REKEY_TIMEOUT + j);
+        self.arm(id, Timer::RetransmitHandshake, now.saturating_add(REKEY_TIMEOUT.saturating_add(j)));
         self.on_authenticated_sent(now, id);
         trace!("sent handshake initiation");
         Ok(Some(INITIATION_LEN))
@@ -1004,9 +1022,7 @@ where
         let mut next: Option<Instant> = None;
         for slot in 0..self.peers.slots().len() {
             let id = PeerId(u32::try_from(slot).unwrap_or(u32::MAX));
-            loop {
-                let Some(p) = self.peer_mut(id) else { break };
-                let Some(t) = p.timers.take_expired(now) else { break };
+            while let Some(t) = self.peer_mut(id).and_then(|p| p.timers.take_expired(now)) {
                 self.fire(now, id, t);
             }
             if let Some(d) = self.peer(id).and_then(|p| p.timers.next()) {
@@ -1032,7 +1048,7 @@ where
                         self.indexes.remove(&s.local_index);
                     }
                     if !zero_armed {
-                        self.arm(id, Timer::ZeroKeyMaterial, now + REJECT_AFTER_TIME * 3);
+                        self.arm(id, Timer::ZeroKeyMaterial, now.saturating_add(ZERO_KEYS_AFTER));
                     }
                     self.push_event(Event::HandshakeFailed { peer: id });
                 } else {
@@ -1047,7 +1063,7 @@ where
                 let again = self.peer_mut(id).map(|p| core::mem::take(&mut p.need_another_keepalive)).unwrap_or(false);
                 self.want(id, |p| p.want_keepalive = true);
                 if again {
-                    self.arm(id, Timer::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+                    self.arm(id, Timer::SendKeepalive, now.saturating_add(KEEPALIVE_TIMEOUT));
                 }
             }
             Timer::NewHandshake => {
@@ -1062,7 +1078,7 @@ where
             Timer::PersistentKeepalive => {
                 if let Some(k) = self.peer(id).and_then(|p| p.persistent_keepalive) {
                     self.want(id, |p| p.want_keepalive = true);
-                    self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+                    self.arm(id, Timer::PersistentKeepalive, now.saturating_add(Duration::from_secs(u64::from(k))));
                 }
             }
         }
@@ -1078,7 +1094,7 @@ where
     fn on_data_sent(&mut self, now: Instant, id: PeerId) {
         if self.peer(id).is_some_and(|p| !p.timers.is_set(Timer::NewHandshake)) {
             let j = jitter(&mut self.rng);
-            self.arm(id, Timer::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + j);
+            self.arm(id, Timer::NewHandshake, now.saturating_add(KEEPALIVE_TIMEOUT.saturating_add(REKEY_TIMEOUT).saturating_add(j)));
         }
     }
 
@@ -1087,7 +1103,7 @@ where
         if p.timers.is_set(Timer::SendKeepalive) {
             p.need_another_keepalive = true;
         } else {
-            self.arm(id, Timer::SendKeepalive, now + KEEPALIVE_TIMEOUT);
+            self.arm(id, Timer::SendKeepalive, now.saturating_add(KEEPALIVE_TIMEOUT));
         }
     }
 
@@ -1107,7 +1123,7 @@ where
 
     fn on_traversal(&mut self, now: Instant, id: PeerId) {
         if let Some(k) = self.peer(id).and_then(|p| p.persistent_keepalive) {
-            self.arm(id, Timer::PersistentKeepalive, now + Duration::from_secs(u64::from(k)));
+            self.arm(id, Timer::PersistentKeepalive, now.saturating_add(Duration::from_secs(u64::from(k))));
         }
     }
 
@@ -1189,7 +1205,7 @@ where
         for _ in 0..16 {
             let i = self.rng.next_u32();
             if self.indexes.get(&i).is_none() {
-                return self.indexes.insert(i, id).map(|()| i).map_err(|()| RecvError::RateLimited);
+                return self.indexes.insert(i, id).map(|()| i).map_err(|_| RecvError::RateLimited);
             }
         }
         Err(RecvError::RateLimited)

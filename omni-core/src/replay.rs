@@ -7,6 +7,7 @@ use crate::constants::REJECT_AFTER_MESSAGES;
 
 const WORD_BITS: u64 = 64;
 const RING_WORDS: usize = 129;
+const RING_WORDS_U64: u64 = RING_WORDS as u64;
 /// Counters this far behind the highest one seen are still accepted once.
 pub const WINDOW_SIZE: u64 = (RING_WORDS as u64 - 1) * WORD_BITS;
 
@@ -32,7 +33,7 @@ impl core::fmt::Debug for ReplayWindow {
 
 fn slot(counter: u64) -> (usize, u64) {
     let block = counter / WORD_BITS;
-    let idx = usize::try_from(block % RING_WORDS as u64).unwrap_or(0);
+    let idx = usize::try_from(block.checked_rem(RING_WORDS_U64).unwrap_or(0)).unwrap_or(0);
     (idx, 1u64 << (counter % WORD_BITS))
 }
 
@@ -60,11 +61,11 @@ impl ReplayWindow {
         if !self.any || counter > self.last {
             let new_block = counter / WORD_BITS;
             let old_block = if self.any { self.last / WORD_BITS } else { new_block };
-            let advance = new_block.saturating_sub(old_block).min(RING_WORDS as u64);
+            let advance = new_block.saturating_sub(old_block).min(RING_WORDS_U64);
             let mut b = old_block;
             for _ in 0..advance {
                 b = b.wrapping_add(1);
-                let idx = usize::try_from(b % RING_WORDS as u64).unwrap_or(0);
+                let idx = usize::try_from(b.checked_rem(RING_WORDS_U64).unwrap_or(0)).unwrap_or(0);
                 if let Some(w) = self.ring.get_mut(idx) {
                     *w = 0;
                 }

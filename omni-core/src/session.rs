@@ -43,7 +43,8 @@ pub(crate) enum OpenError {
 /// Size of a transport message carrying `len` plaintext bytes: padded to a
 /// multiple of 16, but never past `mtu` (padding must not cause fragmentation).
 pub fn sealed_len(len: usize, mtu: usize) -> usize {
-    let padded = len.saturating_add(PADDING_MULTIPLE - 1) / PADDING_MULTIPLE * PADDING_MULTIPLE;
+    // PADDING_MULTIPLE is a power of two: round up by masking.
+    let padded = len.saturating_add(PADDING_MULTIPLE - 1) & !(PADDING_MULTIPLE - 1);
     let padded = if len <= mtu { padded.min(mtu) } else { len };
     padded.saturating_add(TRANSPORT_OVERHEAD)
 }

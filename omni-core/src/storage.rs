@@ -16,11 +16,15 @@ pub trait Slab<T> {
     fn insert(&mut self, value: T) -> Result<usize, T>;
 }
 
+/// A fixed-capacity table had no room left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
 /// A small key → value map.
 pub trait Map<K, V> {
     fn get(&self, k: &K) -> Option<&V>;
     /// Inserts or replaces; `Err` if full.
-    fn insert(&mut self, k: K, v: V) -> Result<(), ()>;
+    fn insert(&mut self, k: K, v: V) -> Result<(), Full>;
     fn remove(&mut self, k: &K) -> Option<V>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -90,12 +94,12 @@ impl<K: PartialEq, V, const N: usize> Map<K, V> for heapless::Vec<(K, V), N> {
     fn get(&self, k: &K) -> Option<&V> {
         self.iter().find(|(key, _)| key == k).map(|(_, v)| v)
     }
-    fn insert(&mut self, k: K, v: V) -> Result<(), ()> {
+    fn insert(&mut self, k: K, v: V) -> Result<(), Full> {
         if let Some(slot) = self.iter_mut().find(|(key, _)| *key == k) {
             slot.1 = v;
             return Ok(());
         }
-        self.push((k, v)).map_err(|_| ())
+        self.push((k, v)).map_err(|_| Full)
     }
     fn remove(&mut self, k: &K) -> Option<V> {
         let i = self.iter().position(|(key, _)| key == k)?;
@@ -163,7 +167,7 @@ mod heap {
         fn get(&self, k: &K) -> Option<&V> {
             BTreeMap::get(self, k)
         }
-        fn insert(&mut self, k: K, v: V) -> Result<(), ()> {
+        fn insert(&mut self, k: K, v: V) -> Result<(), Full> {
             BTreeMap::insert(self, k, v);
             Ok(())
         }
