@@ -1253,3 +1253,88 @@ where
         ts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The node with fixed-capacity storage (the firmware configuration):
+    //! runs with and without `alloc`.
+    use super::*;
+    use crate::crypto::RustCrypto;
+    use crate::storage::Fixed;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    type Small = Node<RustCrypto, ChaCha20Rng, Fixed<2, 4, 8>>;
+
+    fn packet(src: [u8; 4], dst: [u8; 4]) -> [u8; 40] {
+        let mut p = [0u8; 40];
+        p[0] = 0x45;
+        p[3] = 40;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn fixed_storage_handshake_data_and_capacity_errors() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let (ka, kb) = (StaticSecret::random(&mut rng), StaticSecret::random(&mut rng));
+        let (pa, pb) = (ka.public_key::<RustCrypto>(), kb.public_key::<RustCrypto>());
+        let cfg = |k| NodeConfig { private_key: Some(k), ..NodeConfig::default() };
+        let mut a = Small::new(cfg(ka), ChaCha20Rng::seed_from_u64(1));
+        let mut b = Small::new(cfg(kb), ChaCha20Rng::seed_from_u64(2));
+        let (sa, sb): (SocketAddr, SocketAddr) = ("10.9.0.1:1".parse().unwrap(), "10.9.0.2:2".parse().unwrap());
+        let now = Instant::from_secs(5);
+        let ia = a.add_peer(now, PeerConfig { endpoint: Some(sb), ..PeerConfig::new(pb) }).unwrap();
+        let ib = b.add_peer(now, PeerConfig::new(pa)).unwrap();
+        assert_eq!(a.add_peer(now, PeerConfig::new(pb)), Err(AddPeerError::Duplicate(ia)));
+        assert_eq!(a.add_peer(now, PeerConfig::new(pa)), Err(AddPeerError::OwnKey));
+        a.add_peer(now, PeerConfig::new(PublicKey([7; 32]))).unwrap();
+        assert_eq!(a.add_peer(now, PeerConfig::new(PublicKey([8; 32]))), Err(AddPeerError::TableFull));
+        for i in 0..4u8 {
+            a.add_allowed_ip(ia, AllowedIp::new(IpAddr::V4(Ipv4Addr::new(10, 0, i, 0)), 24).unwrap()).unwrap();
+        }
+        assert_eq!(
+            a.add_allowed_ip(ia, AllowedIp::new(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 0)), 24).unwrap()),
+            Err(RouteError::TableFull)
+        );
+        b.add_allowed_ip(ib, AllowedIp::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16).unwrap()).unwrap();
+
+        let mut out = [0u8; 256];
+        // Without alloc nothing is queued: a data packet before the handshake is refused,
+        // but it still starts the handshake.
+        let p = packet([10, 1, 0, 1], [10, 0, 0, 2]);
+        let r = a.send_ip(now, &p, &mut out);
+        #[cfg(not(feature = "alloc"))]
+        assert_eq!(r, Err(SendError::QueueFull { peer: ia }));
+        #[cfg(feature = "alloc")]
+        assert_eq!(r, Ok(Sent::Queued { peer: ia }));
+        let t = a.poll_transmit(now, &mut out).unwrap().unwrap();
+        let init: [u8; 148] = out[..148].try_into().unwrap();
+        assert_eq!(t.len, 148);
+        let mut out_b = [0u8; 256];
+        // Too-small buffers report the size needed and lose nothing.
+        assert_eq!(b.handle_datagram(now, sa, &init, &mut out_b[..10]), Err(RecvError::BufferTooSmall { needed: 92 }));
+        let Ok(Received::Reply { len }) = b.handle_datagram(now, sa, &init, &mut out_b) else { panic!() };
+        let resp = out_b[..len].to_vec();
+        assert_eq!(a.handle_datagram(now, sb, &resp, &mut out), Ok(Received::Done));
+        assert_eq!(a.poll_event(), Some(Event::HandshakeCompleted { peer: ia, initiator: true }));
+        // The confirming datagram (a keepalive, or the queued packet with alloc).
+        let t = a.poll_transmit(now, &mut out).unwrap().unwrap();
+        let first = out[..t.len].to_vec();
+        let r = b.handle_datagram(now, sa, &first, &mut out_b).unwrap();
+        assert!(matches!(r, Received::Done | Received::Packet { .. }));
+        assert_eq!(b.peer_stats(ib).map(|s| s.has_session), Some(true));
+        assert_eq!(a.send_ip(now, &p, &mut out[..40]), Err(SendError::BufferTooSmall { needed: 80 }));
+        let Ok(Sent::Transmit(t)) = a.send_ip(now, &p, &mut out) else { panic!() };
+        assert_eq!(t.len, 80, "40 bytes padded to 48, plus 32 of header and tag");
+        let Ok(Received::Packet { peer, len }) = b.handle_datagram(now, sa, &out[..t.len], &mut out_b) else { panic!() };
+        assert_eq!((peer, &out_b[..len]), (ib, &p[..]));
+        // A source outside the peer's allowed IPs is refused.
+        let spoof = packet([10, 2, 0, 1], [10, 0, 0, 2]);
+        let Ok(Sent::Transmit(t)) = a.send_ip(now, &spoof, &mut out) else { panic!() };
+        assert_eq!(b.handle_datagram(now, sa, &out[..t.len], &mut out_b), Err(RecvError::DisallowedSource { peer: ib }));
+        assert_eq!(a.send_ip(now, &packet([10, 1, 0, 1], [192, 168, 0, 1]), &mut out), Err(SendError::NoRoute));
+        assert_eq!(a.send_ip(now, &[0x45, 0], &mut out), Err(SendError::NotIp));
+    }
+}
