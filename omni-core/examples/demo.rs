@@ -95,7 +95,8 @@ fn main() {
     let addr_b: SocketAddr = "198.51.100.2:51820".parse().unwrap();
     let t0 = Instant::from_secs(1);
     let mk = |key, seed| -> DemoNode {
-        let mut n = Node::new(NodeConfig { private_key: Some(key), ..Default::default() }, ChaCha20Rng::seed_from_u64(seed));
+        let mut n =
+            Node::new(NodeConfig { private_key: Some(key), ..Default::default() }, ChaCha20Rng::seed_from_u64(seed));
         n.set_wall_time(t0, WallTime::new(1_795_000_000, 0));
         n
     };
@@ -126,7 +127,9 @@ fn main() {
         if now >= next_ping {
             pings += 1;
             let log = pings <= 2;
-            for (i, (src, dst)) in [([10, 200, 0, 1], [10, 200, 0, 2]), ([10, 200, 0, 2], [10, 200, 0, 1])].into_iter().enumerate() {
+            for (i, (src, dst)) in
+                [([10, 200, 0, 1], [10, 200, 0, 2]), ([10, 200, 0, 2], [10, 200, 0, 1])].into_iter().enumerate()
+            {
                 let h = &mut hosts[i];
                 match h.node.send_ip(now, &icmp_echo(src, dst, pings as u16), &mut out) {
                     Ok(Sent::Transmit(t)) => {
@@ -136,7 +139,9 @@ fn main() {
                         }
                         wire.push_back((now + LATENCY, h.addr, t.to, bytes));
                     }
-                    Ok(Sent::Queued { .. }) if log => println!("{:>9.3}s  {}: no session yet, packet queued", secs(now), h.name),
+                    Ok(Sent::Queued { .. }) if log => {
+                        println!("{:>9.3}s  {}: no session yet, packet queued", secs(now), h.name)
+                    }
                     Ok(_) => {}
                     Err(e) if log => println!("{:>9.3}s  {}: cannot send yet: {e:?}", secs(now), h.name),
                     Err(_) => {}
@@ -185,5 +190,9 @@ fn main() {
             s.tx_bytes
         );
     }
-    println!("{delivered} of {} pings delivered over {} simulated seconds", pings * 2, (end.as_nanos() - t0.as_nanos()) / 1_000_000_000);
+    println!(
+        "{delivered} of {} pings delivered over {} simulated seconds",
+        pings * 2,
+        (end.as_nanos() - t0.as_nanos()) / 1_000_000_000
+    );
 }

@@ -172,9 +172,7 @@ pub struct FixedRoutes<V, const N: usize> {
 impl<V, const N: usize> FixedRoutes<V, N> {
     /// An empty table; `const` so it can live in a `static`.
     pub const fn new() -> Self {
-        Self {
-            entries: heapless::Vec::new(),
-        }
+        Self { entries: heapless::Vec::new() }
     }
 
     /// Maximum number of prefixes.
@@ -191,10 +189,7 @@ impl<V, const N: usize> Default for FixedRoutes<V, N> {
 
 impl<V, const N: usize> fmt::Debug for FixedRoutes<V, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FixedRoutes")
-            .field("len", &self.entries.len())
-            .field("capacity", &N)
-            .finish_non_exhaustive()
+        f.debug_struct("FixedRoutes").field("len", &self.entries.len()).field("capacity", &N).finish_non_exhaustive()
     }
 }
 
@@ -220,18 +215,11 @@ impl<V: Copy + Eq, const N: usize> RouteTable<V> for FixedRoutes<V, N> {
     fn lookup(&self, ip: IpAddr) -> Option<V> {
         // Prefixes are unique, so two matches never share a length: the
         // longest match is unambiguous.
-        self.entries
-            .iter()
-            .filter(|(n, _)| n.contains(ip))
-            .max_by_key(|(n, _)| n.cidr)
-            .map(|(_, v)| *v)
+        self.entries.iter().filter(|(n, _)| n.contains(ip)).max_by_key(|(n, _)| n.cidr).map(|(_, v)| *v)
     }
 
     fn for_each_of(&self, value: V, f: &mut dyn FnMut(AllowedIp)) {
-        self.entries
-            .iter()
-            .filter(|(_, v)| *v == value)
-            .for_each(|(n, _)| f(*n));
+        self.entries.iter().filter(|(_, v)| *v == value).for_each(|(n, _)| f(*n));
     }
 
     fn len(&self) -> usize {
@@ -272,13 +260,7 @@ struct Node<V> {
 #[cfg(feature = "alloc")]
 impl<V> Node<V> {
     fn new(key: u128, cidr: u8, value: Option<V>) -> Self {
-        Self {
-            key,
-            cidr,
-            value,
-            left: NIL,
-            right: NIL,
-        }
+        Self { key, cidr, value, left: NIL, right: NIL }
     }
 
     fn child(&self, bit: bool) -> Idx {
@@ -336,13 +318,7 @@ pub struct TrieRoutes<V> {
 impl<V> TrieRoutes<V> {
     /// An empty table; allocates nothing until the first insert.
     pub const fn new() -> Self {
-        Self {
-            nodes: Vec::new(),
-            v4_root: NIL,
-            v6_root: NIL,
-            free: NIL,
-            len: 0,
-        }
+        Self { nodes: Vec::new(), v4_root: NIL, v6_root: NIL, free: NIL, len: 0 }
     }
 
     fn node(&self, idx: Idx) -> Option<&Node<V>> {
@@ -383,10 +359,7 @@ impl<V> TrieRoutes<V> {
             self.free = next;
             return Ok(head);
         }
-        let idx = Idx::try_from(self.nodes.len())
-            .ok()
-            .filter(|&i| i != NIL)
-            .ok_or(TableFull)?;
+        let idx = Idx::try_from(self.nodes.len()).ok().filter(|&i| i != NIL).ok_or(TableFull)?;
         self.nodes.try_reserve(1).map_err(|_| TableFull)?;
         self.nodes.push(node);
         Ok(idx)
@@ -431,10 +404,7 @@ impl<V> Default for TrieRoutes<V> {
 #[cfg(feature = "alloc")]
 impl<V> fmt::Debug for TrieRoutes<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TrieRoutes")
-            .field("len", &self.len)
-            .field("nodes", &self.nodes.len())
-            .finish_non_exhaustive()
+        f.debug_struct("TrieRoutes").field("len", &self.len).field("nodes", &self.nodes.len()).finish_non_exhaustive()
     }
 }
 
@@ -629,9 +599,7 @@ fn key_of(addr: IpAddr) -> (u128, bool) {
 
 /// Mask keeping the top `cidr` bits (all of them for `cidr >= 128`).
 fn mask(cidr: u8) -> u128 {
-    u128::MAX
-        .checked_shl(u32::from(V6_BITS.saturating_sub(cidr)))
-        .unwrap_or(0)
+    u128::MAX.checked_shl(u32::from(V6_BITS.saturating_sub(cidr))).unwrap_or(0)
 }
 
 /// Bit `pos` of `key`, counting from the most significant; `false` past the end.
@@ -688,14 +656,7 @@ mod tests {
 
     #[test]
     fn parse_display_round_trip() {
-        for s in [
-            "10.0.0.0/8",
-            "0.0.0.0/0",
-            "192.168.1.7/32",
-            "fd00::/64",
-            "::/0",
-            "2001:db8::1/128",
-        ] {
+        for s in ["10.0.0.0/8", "0.0.0.0/0", "192.168.1.7/32", "fd00::/64", "::/0", "2001:db8::1/128"] {
             assert_eq!(p(s).to_string(), s);
             assert_eq!(p(&p(s).to_string()), p(s));
         }
@@ -850,12 +811,8 @@ mod tests {
         }
         for v in 0..2u8 {
             let got: BTreeSet<_> = prefixes_of(&t, v).into_iter().collect();
-            let want: BTreeSet<_> = nets
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| (i % 2) as u8 == v)
-                .map(|(_, n)| p(n))
-                .collect();
+            let want: BTreeSet<_> =
+                nets.iter().enumerate().filter(|(i, _)| (i % 2) as u8 == v).map(|(_, n)| p(n)).collect();
             assert_eq!(got, want);
         }
     }
@@ -870,8 +827,7 @@ mod tests {
         let random_addr = |rng: &mut Rng| -> IpAddr {
             let r = rng.next();
             let hi = [0x0a00_0000u32, 0xc0a8_0000, 0x0000_0000, 0xffff_ff00][(r % 4) as usize];
-            let lo =
-                (rng.next() as u32) & [0xff, 0xffff, 0xff_ffff, 0xffff_ffff][(r >> 8) as usize % 4];
+            let lo = (rng.next() as u32) & [0xff, 0xffff, 0xff_ffff, 0xffff_ffff][(r >> 8) as usize % 4];
             if (r >> 16) % 3 == 0 {
                 let hi6 = [0xfd00u128 << 112, 0x2001_0db8u128 << 96, 0][(r >> 20) as usize % 3];
                 let lo6 = (u128::from(lo) << 96) | u128::from(rng.next() & 0xff);
@@ -885,10 +841,7 @@ mod tests {
             AllowedIp::new(addr, cidr).unwrap()
         };
         let naive_lookup = |r: &[(AllowedIp, u8)], a: IpAddr| {
-            r.iter()
-                .filter(|(n, _)| n.contains(a))
-                .max_by_key(|(n, _)| n.cidr())
-                .map(|(_, v)| *v)
+            r.iter().filter(|(n, _)| n.contains(a)).max_by_key(|(n, _)| n.cidr()).map(|(_, v)| *v)
         };
 
         for step in 0..ops {
@@ -907,18 +860,13 @@ mod tests {
                 }
             } else if op < 70 {
                 // Remove something that exists half of the time.
-                let (net, value) =
-                    match reference.get(rng.below(reference.len() as u64 + 1) as usize) {
-                        Some(&(n, v)) if rng.below(2) == 0 => (n, v),
-                        _ => (random_net(&mut rng, addr), value),
-                    };
+                let (net, value) = match reference.get(rng.below(reference.len() as u64 + 1) as usize) {
+                    Some(&(n, v)) if rng.below(2) == 0 => (n, v),
+                    _ => (random_net(&mut rng, addr), value),
+                };
                 let before = reference.len();
                 reference.retain(|e| *e != (net, value));
-                assert_eq!(
-                    t.remove(net, value),
-                    before != reference.len(),
-                    "step {step}"
-                );
+                assert_eq!(t.remove(net, value), before != reference.len(), "step {step}");
             } else if op < 72 {
                 t.remove_value(value);
                 reference.retain(|e| e.1 != value);
@@ -926,11 +874,7 @@ mod tests {
                 t.clear();
                 reference.clear();
             } else {
-                assert_eq!(
-                    t.lookup(addr),
-                    naive_lookup(&reference, addr),
-                    "step {step} {addr}"
-                );
+                assert_eq!(t.lookup(addr), naive_lookup(&reference, addr), "step {step} {addr}");
             }
             assert_eq!(t.len(), reference.len(), "step {step}");
             if step % 64 == 0 {
@@ -938,8 +882,7 @@ mod tests {
                 for v in 0..6u8 {
                     let mut got = prefixes_of(&t, v);
                     got.sort();
-                    let mut want: Vec<_> =
-                        reference.iter().filter(|e| e.1 == v).map(|e| e.0).collect();
+                    let mut want: Vec<_> = reference.iter().filter(|e| e.1 == v).map(|e| e.0).collect();
                     want.sort();
                     assert_eq!(got, want, "step {step} value {v}");
                 }
@@ -1000,8 +943,7 @@ mod tests {
         fn check(t: &TrieRoutes<u8>) {
             let mut reachable = 0usize;
             let mut values = 0usize;
-            let mut stack: Vec<(Idx, Option<(u128, u8)>)> =
-                std::vec![(t.v4_root, None), (t.v6_root, None)];
+            let mut stack: Vec<(Idx, Option<(u128, u8)>)> = std::vec![(t.v4_root, None), (t.v6_root, None)];
             while let Some((i, parent)) = stack.pop() {
                 let Some(n) = t.node(i) else { continue };
                 reachable += 1;
@@ -1013,10 +955,7 @@ mod tests {
                 if n.value.is_some() {
                     values += 1;
                 } else {
-                    assert!(
-                        n.left != NIL && n.right != NIL,
-                        "branch node with < 2 children"
-                    );
+                    assert!(n.left != NIL && n.right != NIL, "branch node with < 2 children");
                 }
                 for (b, c) in [(false, n.left), (true, n.right)] {
                     if let Some(cn) = t.node(c) {
@@ -1053,14 +992,7 @@ mod tests {
         #[test]
         fn trie_for_each_sorted() {
             let mut t = TrieRoutes::new();
-            let nets = [
-                "fd00::/8",
-                "10.1.0.0/16",
-                "10.0.0.0/8",
-                "::/0",
-                "9.0.0.0/8",
-                "10.0.0.0/16",
-            ];
+            let nets = ["fd00::/8", "10.1.0.0/16", "10.0.0.0/8", "::/0", "9.0.0.0/8", "10.0.0.0/16"];
             for n in nets {
                 t.insert(p(n), 1u8).unwrap();
             }
@@ -1106,12 +1038,7 @@ mod tests {
                 check(&t);
             }
             // Same workload size each round: the arena must not keep growing.
-            assert!(
-                t.nodes.len() <= peak + peak / 10,
-                "{} > {}",
-                t.nodes.len(),
-                peak
-            );
+            assert!(t.nodes.len() <= peak + peak / 10, "{} > {}", t.nodes.len(), peak);
         }
 
         #[test]
@@ -1123,17 +1050,14 @@ mod tests {
             // while spreading across the whole range.
             let v4 = |i: u32| Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(0x9e37) & 0x00ff_ffff));
             let v6 = |i: u64| {
-                let hi =
-                    0xfd00_0000_0000_0000u64 | (i.wrapping_mul(0x9e37_79b9) & 0xffff_ffff_ffff);
+                let hi = 0xfd00_0000_0000_0000u64 | (i.wrapping_mul(0x9e37_79b9) & 0xffff_ffff_ffff);
                 Ipv6Addr::from(u128::from(hi) << 64)
             };
             for i in 0..V4 {
-                t.insert(AllowedIp::new(v4(i).into(), 32).unwrap(), 7u8)
-                    .unwrap();
+                t.insert(AllowedIp::new(v4(i).into(), 32).unwrap(), 7u8).unwrap();
             }
             for i in 0..V6 {
-                t.insert(AllowedIp::new(v6(i).into(), 64).unwrap(), 7u8)
-                    .unwrap();
+                t.insert(AllowedIp::new(v6(i).into(), 64).unwrap(), 7u8).unwrap();
             }
             assert_eq!(t.len(), 130_000);
             assert!(t.nodes.len() < 2 * 130_000);

@@ -105,7 +105,14 @@ impl CookieChecker {
     }
 
     /// Checks MAC2 of a message whose MAC2 field starts at `mac2_off`.
-    pub fn verify_mac2(&mut self, now: Instant, src: SocketAddr, msg: &[u8], mac2_off: usize, rng: &mut impl rand_core::RngCore) -> bool {
+    pub fn verify_mac2(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        msg: &[u8],
+        mac2_off: usize,
+        rng: &mut impl rand_core::RngCore,
+    ) -> bool {
         let (Some(body), Some(got)) = (msg.get(..mac2_off), msg.get(mac2_off..mac2_off.saturating_add(16))) else {
             return false;
         };
@@ -117,7 +124,14 @@ impl CookieChecker {
 
     /// Builds the cookie reply for a handshake message from `src` whose
     /// sender index is `receiver` and whose MAC1 is `msg_mac1`.
-    pub fn reply(&mut self, now: Instant, src: SocketAddr, receiver: u32, msg_mac1: &[u8; 16], rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng)) -> CookieReply {
+    pub fn reply(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        receiver: u32,
+        msg_mac1: &[u8; 16],
+        rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng),
+    ) -> CookieReply {
         let cookie = self.cookie(now, src, rng);
         let mut nonce = [0u8; 24];
         rng.fill_bytes(&mut nonce);
@@ -169,14 +183,10 @@ impl CookieJar {
         }
         self.last_mac1 = Some(m1);
         // A cookie is good for two minutes minus the time it may take to arrive.
-        let fresh = self
-            .cookie_at
-            .is_some_and(|t| now.saturating_duration_since(t) < COOKIE_REFRESH_TIME.saturating_sub(Duration::from_secs(5)));
-        let m2 = if fresh {
-            mac(&self.cookie, msg.get(..mac2_off).unwrap_or(&[]))
-        } else {
-            [0u8; 16]
-        };
+        let fresh = self.cookie_at.is_some_and(|t| {
+            now.saturating_duration_since(t) < COOKIE_REFRESH_TIME.saturating_sub(Duration::from_secs(5))
+        });
+        let m2 = if fresh { mac(&self.cookie, msg.get(..mac2_off).unwrap_or(&[])) } else { [0u8; 16] };
         if let Some(d) = msg.get_mut(mac2_off..mac2_off.saturating_add(16)) {
             d.copy_from_slice(&m2);
         }

@@ -294,9 +294,18 @@ mod tests {
     #[test]
     fn bad_keys_are_rejected() {
         assert_eq!(PublicKey::from_base64("abc"), Err(KeyParseError::BadLength));
-        assert_eq!(PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="), Err(KeyParseError::BadLength));
-        assert_eq!(PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA!AA="), Err(KeyParseError::BadCharacter));
-        assert_eq!(PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB="), Err(KeyParseError::BadCharacter));
+        assert_eq!(
+            PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="),
+            Err(KeyParseError::BadLength)
+        );
+        assert_eq!(
+            PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA!AA="),
+            Err(KeyParseError::BadCharacter)
+        );
+        assert_eq!(
+            PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB="),
+            Err(KeyParseError::BadCharacter)
+        );
         assert_eq!(PublicKey::from_hex("zz"), Err(KeyParseError::BadLength));
         assert!(PublicKey::from_hex(&"g".repeat(64)).is_err());
     }

@@ -154,7 +154,9 @@ pub enum SendError {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum RecvError {
-    BufferTooSmall { needed: usize },
+    BufferTooSmall {
+        needed: usize,
+    },
     Malformed(WireError),
     /// MAC1 did not verify: not addressed to our public key.
     BadMac1,
@@ -178,7 +180,9 @@ pub enum RecvError {
     /// The decrypted packet is not IPv4/IPv6.
     NotIp,
     /// The inner source address is outside the sending peer's allowed IPs.
-    DisallowedSource { peer: PeerId },
+    DisallowedSource {
+        peer: PeerId,
+    },
     /// We have no private key yet.
     NoPrivateKey,
 }
@@ -674,7 +678,13 @@ where
     }
 
     /// Processes one UDP datagram from `from`. See the calling rules on [`Node`].
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Result<Received, RecvError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Result<Received, RecvError> {
         let now = self.clamp(now);
         let msg = wire::parse(datagram).map_err(RecvError::Malformed)?;
         match msg {
@@ -785,7 +795,14 @@ where
         Ok(None)
     }
 
-    fn recv_initiation(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], init: &Initiation, out: &mut [u8]) -> Result<Received, RecvError> {
+    fn recv_initiation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        init: &Initiation,
+        out: &mut [u8],
+    ) -> Result<Received, RecvError> {
         if out.len() < RESPONSE_LEN {
             return Err(RecvError::BufferTooSmall { needed: RESPONSE_LEN });
         }
@@ -800,10 +817,7 @@ where
         if ts <= peer.last_timestamp {
             return Err(RecvError::StaleTimestamp);
         }
-        if peer
-            .last_initiation_received
-            .is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_INITIATION_RATE)
-        {
+        if peer.last_initiation_received.is_some_and(|t| now.saturating_duration_since(t) < HANDSHAKE_INITIATION_RATE) {
             return Err(RecvError::RateLimited);
         }
         let local_index = self.new_index(id)?;
@@ -838,14 +852,22 @@ where
         Ok(Received::Reply { len: RESPONSE_LEN })
     }
 
-    fn recv_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], resp: &Response, out: &mut [u8]) -> Result<Received, RecvError> {
+    fn recv_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        resp: &Response,
+        out: &mut [u8],
+    ) -> Result<Received, RecvError> {
         if let Some(len) = self.admit_handshake(now, from, datagram, resp.sender, Response::MAC1_OFFSET, out)? {
             return Ok(Received::Reply { len });
         }
         let id = *self.indexes.get(&resp.receiver).ok_or(RecvError::UnknownIndex)?;
         let local = self.local.as_ref().ok_or(RecvError::NoPrivateKey)?;
         let peer = self.peers.slots().get(id.slot()).and_then(Option::as_ref).ok_or(RecvError::UnknownIndex)?;
-        let state = peer.initiation.as_ref().filter(|s| s.local_index == resp.receiver).ok_or(RecvError::UnknownIndex)?;
+        let state =
+            peer.initiation.as_ref().filter(|s| s.local_index == resp.receiver).ok_or(RecvError::UnknownIndex)?;
         let keys = handshake::consume_response::<C>(state, local, &peer.statik, resp).map_err(RecvError::Handshake)?;
         let wall = self.wall_at(now);
         let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
@@ -1094,7 +1116,11 @@ where
     fn on_data_sent(&mut self, now: Instant, id: PeerId) {
         if self.peer(id).is_some_and(|p| !p.timers.is_set(Timer::NewHandshake)) {
             let j = jitter(&mut self.rng);
-            self.arm(id, Timer::NewHandshake, now.saturating_add(KEEPALIVE_TIMEOUT.saturating_add(REKEY_TIMEOUT).saturating_add(j)));
+            self.arm(
+                id,
+                Timer::NewHandshake,
+                now.saturating_add(KEEPALIVE_TIMEOUT.saturating_add(REKEY_TIMEOUT).saturating_add(j)),
+            );
         }
     }
 
@@ -1328,12 +1354,17 @@ mod tests {
         assert_eq!(a.send_ip(now, &p, &mut out[..40]), Err(SendError::BufferTooSmall { needed: 80 }));
         let Ok(Sent::Transmit(t)) = a.send_ip(now, &p, &mut out) else { panic!() };
         assert_eq!(t.len, 80, "40 bytes padded to 48, plus 32 of header and tag");
-        let Ok(Received::Packet { peer, len }) = b.handle_datagram(now, sa, &out[..t.len], &mut out_b) else { panic!() };
+        let Ok(Received::Packet { peer, len }) = b.handle_datagram(now, sa, &out[..t.len], &mut out_b) else {
+            panic!()
+        };
         assert_eq!((peer, &out_b[..len]), (ib, &p[..]));
         // A source outside the peer's allowed IPs is refused.
         let spoof = packet([10, 2, 0, 1], [10, 0, 0, 2]);
         let Ok(Sent::Transmit(t)) = a.send_ip(now, &spoof, &mut out) else { panic!() };
-        assert_eq!(b.handle_datagram(now, sa, &out[..t.len], &mut out_b), Err(RecvError::DisallowedSource { peer: ib }));
+        assert_eq!(
+            b.handle_datagram(now, sa, &out[..t.len], &mut out_b),
+            Err(RecvError::DisallowedSource { peer: ib })
+        );
         assert_eq!(a.send_ip(now, &packet([10, 1, 0, 1], [192, 168, 0, 1]), &mut out), Err(SendError::NoRoute));
         assert_eq!(a.send_ip(now, &[0x45, 0], &mut out), Err(SendError::NotIp));
     }

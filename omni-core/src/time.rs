@@ -64,9 +64,7 @@ impl WallTime {
         WallTime { secs, nanos }
     }
     pub(crate) fn as_nanos(self) -> u128 {
-        u128::from(self.secs)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u128::from(self.nanos))
+        u128::from(self.secs).saturating_mul(1_000_000_000).saturating_add(u128::from(self.nanos))
     }
     pub(crate) fn from_nanos(n: u128) -> Self {
         let secs = u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX);
@@ -79,9 +77,7 @@ impl WallTime {
 impl WallTime {
     /// Reads the system clock (std hosts only; the core itself never calls this).
     pub fn now_system() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         WallTime { secs: d.as_secs(), nanos: d.subsec_nanos() }
     }
 }

@@ -19,8 +19,8 @@ impl AeadKey for RingAeadKey {
     fn new(key: &[u8; 32]) -> Self {
         // CHACHA20_POLY1305 takes exactly 32 bytes, so this cannot fail; fall
         // back to an all-zero key rather than panic should ring ever change.
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, key)
-            .or_else(|_| UnboundKey::new(&CHACHA20_POLY1305, &[0u8; 32]));
+        let unbound =
+            UnboundKey::new(&CHACHA20_POLY1305, key).or_else(|_| UnboundKey::new(&CHACHA20_POLY1305, &[0u8; 32]));
         match unbound {
             Ok(k) => RingAeadKey(LessSafeKey::new(k)),
             Err(_) => unreachable_key(),
@@ -40,10 +40,7 @@ impl AeadKey for RingAeadKey {
     fn open_in_place(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> Result<(), AeadError> {
         let n = Nonce::assume_unique_for_key(nonce(counter));
         let tag = Tag::from(*tag);
-        self.0
-            .open_in_place_separate_tag(n, Aad::from(aad), tag, buf, 0..)
-            .map(|_| ())
-            .map_err(|_| AeadError)
+        self.0.open_in_place_separate_tag(n, Aad::from(aad), tag, buf, 0..).map(|_| ()).map_err(|_| AeadError)
     }
 }
 

@@ -109,7 +109,12 @@ impl Symmetric {
         let t = C::AeadKey::new(key).seal_in_place(0, &self.h, buf);
         tag.copy_from_slice(&t);
     }
-    fn decrypt<C: CryptoProvider>(&mut self, key: &[u8; 32], buf: &mut [u8], tag: &[u8; 16]) -> Result<(), HandshakeError> {
+    fn decrypt<C: CryptoProvider>(
+        &mut self,
+        key: &[u8; 32],
+        buf: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), HandshakeError> {
         C::AeadKey::new(key).open_in_place(0, &self.h, buf, tag).map_err(|_| HandshakeError::Decrypt)
     }
 }
@@ -210,7 +215,10 @@ impl core::fmt::Debug for InitiationPending {
 }
 
 /// Message 1, first half: decrypt the initiator's static public key.
-pub fn open_initiation<C: CryptoProvider>(local: &LocalStatic, msg: &Initiation) -> Result<InitiationPending, HandshakeError> {
+pub fn open_initiation<C: CryptoProvider>(
+    local: &LocalStatic,
+    msg: &Initiation,
+) -> Result<InitiationPending, HandshakeError> {
     let mut sym = Symmetric { ck: initial_chaining_key(), h: local.responder_hash };
     sym.mix_hash(&msg.ephemeral);
     sym.mix_key(&msg.ephemeral);
@@ -223,12 +231,21 @@ pub fn open_initiation<C: CryptoProvider>(local: &LocalStatic, msg: &Initiation)
     k.zeroize();
     r?;
     sym.mix_hash(&msg.encrypted_static);
-    Ok(InitiationPending { sym, remote_ephemeral: msg.ephemeral, remote_static: PublicKey(s), remote_index: msg.sender })
+    Ok(InitiationPending {
+        sym,
+        remote_ephemeral: msg.ephemeral,
+        remote_static: PublicKey(s),
+        remote_index: msg.sender,
+    })
 }
 
 /// Message 1, second half: with the peer identified, authenticate the
 /// timestamp. Returns the timestamp for the caller's replay check.
-pub fn finish_initiation<C: CryptoProvider>(pending: &mut InitiationPending, peer: &PeerStatic, msg: &Initiation) -> Result<Tai64N, HandshakeError> {
+pub fn finish_initiation<C: CryptoProvider>(
+    pending: &mut InitiationPending,
+    peer: &PeerStatic,
+    msg: &Initiation,
+) -> Result<Tai64N, HandshakeError> {
     let mut k = pending.sym.mix_key_dh(&peer.static_static)?;
     let mut ts = [0u8; 12];
     let (ct, tag) = msg.encrypted_timestamp.split_at(12);

@@ -155,7 +155,14 @@ mod tests {
             Message::Initiation(p) => assert_eq!(p, i),
             m => panic!("{m:?}"),
         }
-        let r = Response { sender: 1, receiver: 2, ephemeral: [6; 32], encrypted_nothing: [7; 16], mac1: [8; 16], mac2: [9; 16] };
+        let r = Response {
+            sender: 1,
+            receiver: 2,
+            ephemeral: [6; 32],
+            encrypted_nothing: [7; 16],
+            mac1: [8; 16],
+            mac2: [9; 16],
+        };
         let mut b = [0u8; RESPONSE_LEN];
         r.emit(&mut b);
         match parse(&b).unwrap() {
