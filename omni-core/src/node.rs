@@ -720,6 +720,10 @@ where
         peer.rx_bytes = peer.rx_bytes.saturating_add(datagram_len as u64);
         if slot == Slot::Next {
             let dropped = peer.confirm_next();
+            // The handshake is complete (WireGuard's timers_handshake_complete):
+            // stop retrying an initiation of ours that crossed it.
+            peer.timers.stop(Timer::RetransmitHandshake);
+            peer.handshake_attempts = 0;
             self.forget_session(dropped);
             self.push_event(Event::HandshakeCompleted { peer: id, initiator: false });
             // Packets queued while we had no session can go now.
