@@ -302,7 +302,10 @@ pub fn check_recv(r: &Result<Received, RecvError>, out_len: usize, datagram_len:
         Ok(Received::Done) => {}
         Err(RecvError::BufferTooSmall { needed }) => {
             assert!(needed > out_len, "BufferTooSmall {{ needed: {needed} }} with out.len() = {out_len}");
-            assert!(out_len < datagram_len, "a buffer as large as the datagram ({datagram_len}) must suffice, needed {needed}");
+            assert!(
+                out_len < datagram_len,
+                "a buffer as large as the datagram ({datagram_len}) must suffice, needed {needed}"
+            );
         }
         Err(_) => {}
     }

@@ -213,6 +213,10 @@ fn decode_base64_key(s: &str) -> Result<[u8; 32], KeyParseError> {
     if b.len() != 44 || b.get(43) != Some(&b'=') || b.get(42) == Some(&b'=') {
         return Err(KeyParseError::BadLength);
     }
+    // '=' is padding: only the final character may be one.
+    if b.get(..43).is_some_and(|head| head.contains(&b'=')) {
+        return Err(KeyParseError::BadCharacter);
+    }
     let mut out = [0u8; 32];
     let mut o = 0usize;
     for quad in b.chunks(4) {
@@ -306,6 +310,9 @@ mod tests {
             PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB="),
             Err(KeyParseError::BadCharacter)
         );
+        // '=' anywhere but the end (found by the key_parse fuzz target).
+        assert_eq!(PublicKey::from_base64("AAAAAAA=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), Err(KeyParseError::BadCharacter));
+        assert!(PublicKey::from_base64("==========================================A=").is_err());
         assert_eq!(PublicKey::from_hex("zz"), Err(KeyParseError::BadLength));
         assert!(PublicKey::from_hex(&"g".repeat(64)).is_err());
     }
