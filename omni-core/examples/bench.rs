@@ -1,14 +1,16 @@
 //! omni-core vs boringtun 0.7: data-path throughput and handshake rate.
 //!
 //! Run: `cargo run --release -p omni-core --features ring --example bench`
-//! (optional: `BENCH_SECS=1.5` per measurement, `BENCH_REPS=3`).
+//! (optional: `BENCH_SECS=1.5` per measurement, `BENCH_REPS=3`;
+//! `BENCH_PROFILE=omni|boringtun|omni-encap|...` runs one loop alone for a
+//! profiler, see `main`).
 //!
 //! Everything runs on one thread. Each measurement runs for a fixed time
 //! (`BENCH_SECS`, default 1.5 s) after a warm-up, and is repeated `BENCH_REPS`
 //! (default 3) times; the median is reported. Within a repetition the
-//! contenders run one after the other, and the order rotates between
-//! repetitions (ours first, theirs first, ...) so slow drift (thermal, other
-//! builds on this 2-core machine) hits both sides alike.
+//! contenders alternate in 50 ms slices (the order rotating every slice)
+//! until each has had its full time, so slow drift (thermal, other builds on
+//! this 2-core machine) hits ours and theirs alike.
 //!
 //! Method per metric (1420-byte IPv4 packets, i.e. an MTU-sized TUN packet):
 //!
@@ -34,16 +36,17 @@
 //!   its device layer, so omni-core does slightly more work here).
 //!
 //! * handshakes/s: the same three steps in process, on both:
-//!     1. initiator writes an initiation
-//!        (omni: `initiate` + `poll_transmit`; boringtun: `format_handshake_initiation`),
-//!     2. responder consumes it and writes the response
-//!        (omni: `handle_datagram` → `Reply`; boringtun: `decapsulate` → `WriteToNetwork`),
-//!     3. initiator consumes the response
-//!        (omni: `handle_datagram` → `Done`; boringtun: `decapsulate`, which
-//!        also seals the confirming keepalive). To keep the work equal,
-//!        omni-core then also emits its confirming keepalive (`poll_transmit`),
-//!        and both drain their outgoing queues (omni `poll_transmit` → `None`,
-//!        boringtun `decapsulate(&[])` → `Done`).
+//!   1. initiator writes an initiation
+//!      (omni: `initiate` + `poll_transmit`; boringtun: `format_handshake_initiation`),
+//!   2. responder consumes it and writes the response
+//!      (omni: `handle_datagram` → `Reply`; boringtun: `decapsulate` → `WriteToNetwork`),
+//!   3. initiator consumes the response
+//!      (omni: `handle_datagram` → `Done`; boringtun: `decapsulate`, which
+//!      also seals the confirming keepalive). To keep the work equal,
+//!      omni-core then also emits its confirming keepalive (`poll_transmit`),
+//!      and both drain their outgoing queues (omni `poll_transmit` → `None`,
+//!      boringtun `decapsulate(&[])` → `Done`).
+//!
 //!   MAC1 is computed and verified on both sides of both implementations.
 //!   The nodes' clock (`now`) advances by 6 s per handshake so omni-core's
 //!   Rekey-Timeout / initiation-rate rules never suppress one (boringtun reads
@@ -170,7 +173,9 @@ impl<C: CryptoProvider> OmniPair<C> {
         }
     }
 
-    /// Untimed: `n` fresh transport messages from `a` to `b`, into `batch`.
+}
+
+impl<C: CryptoProvider> DecapPair for OmniPair<C> {
     fn fill_batch(&mut self, pkt: &[u8], batch: &mut [Vec<u8>]) {
         for m in batch.iter_mut() {
             let Ok(Sent::Transmit(t)) = self.a.send_to_peer(self.now, self.ida, pkt, m) else { panic!("encap") };
@@ -178,7 +183,6 @@ impl<C: CryptoProvider> OmniPair<C> {
         }
     }
 
-    /// Timed: `b` decapsulates the batch. Returns packets delivered.
     #[inline(never)]
     fn decap_batch(&mut self, batch: &[Vec<u8>]) -> usize {
         let mut ok = 0;
@@ -261,6 +265,9 @@ impl BtPair {
         }
     }
 
+}
+
+impl DecapPair for BtPair {
     fn fill_batch(&mut self, pkt: &[u8], batch: &mut [Vec<u8>]) {
         for m in batch.iter_mut() {
             match self.a.encapsulate(pkt, m) {
@@ -286,8 +293,9 @@ impl BtPair {
 
 // ----- measurement -----------------------------------------------------------
 
-/// Runs `step` (which does `per_call` operations) until `secs` elapsed; ops/s.
-fn rate(secs: f64, per_call: u64, mut step: impl FnMut()) -> f64 {
+/// Runs `step` (which does `per_call` operations) for about `secs`.
+/// Returns (operations, time taken).
+fn rate(secs: f64, per_call: u64, mut step: impl FnMut()) -> (u64, Duration) {
     let budget = Duration::from_secs_f64(secs);
     let start = StdInstant::now();
     let mut ops = 0u64;
@@ -296,31 +304,34 @@ fn rate(secs: f64, per_call: u64, mut step: impl FnMut()) -> f64 {
         ops += per_call;
         let el = start.elapsed();
         if el >= budget {
-            return ops as f64 / el.as_secs_f64();
+            return (ops, el);
         }
     }
 }
 
+/// What the decapsulation measurement needs from a pair.
+trait DecapPair {
+    /// Untimed: fresh transport messages from the sender, into `batch`.
+    fn fill_batch(&mut self, pkt: &[u8], batch: &mut [Vec<u8>]);
+    /// Timed: the receiver decapsulates the batch; returns packets delivered intact.
+    fn decap_batch(&mut self, batch: &[Vec<u8>]) -> usize;
+}
+
 /// Decapsulation: encrypt a batch (untimed), decapsulate it (timed), repeat
-/// until `secs` of decapsulation were timed. Packets/s.
-fn decap_rate(
-    secs: f64,
-    batch: &mut [Vec<u8>],
-    fill: &mut dyn FnMut(&mut [Vec<u8>]),
-    decap: &mut dyn FnMut(&[Vec<u8>]) -> usize,
-) -> f64 {
+/// until `secs` of decapsulation were timed. Returns (packets, timed time).
+fn decap_rate(secs: f64, pair: &mut impl DecapPair, pkt: &[u8], batch: &mut [Vec<u8>]) -> (u64, Duration) {
     let budget = Duration::from_secs_f64(secs);
     let mut timed = Duration::ZERO;
     let mut pkts = 0u64;
     while timed < budget {
-        fill(batch);
+        pair.fill_batch(pkt, batch);
         let t0 = StdInstant::now();
-        let ok = decap(batch);
+        let ok = pair.decap_batch(batch);
         timed += t0.elapsed();
         assert_eq!(ok, batch.len(), "a packet failed to decapsulate");
         pkts += ok as u64;
     }
-    pkts as f64 / timed.as_secs_f64()
+    (pkts, timed)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -328,17 +339,38 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs each contender `reps` times, rotating the order, and returns medians.
-fn compare(reps: usize, warm: f64, runs: &mut [&mut dyn FnMut(f64) -> f64], secs: f64) -> Vec<f64> {
+/// Slice length for interleaving the contenders.
+const SLICE: f64 = 0.05;
+
+/// Measures each contender `reps` times for `secs` each; returns the median
+/// rate (ops/s) per contender.
+///
+/// Alternation: within a repetition the contenders take turns in 50 ms
+/// slices (order rotating every slice) until each has had `secs` of measured
+/// time, so ours and theirs see the same machine conditions to within 50 ms.
+/// That matters here: the machine has 2 cores shared with other builds, and
+/// whole-second blocks drifted by ±30 % between contenders in trials.
+fn compare(reps: usize, warm: f64, runs: &mut [&mut dyn FnMut(f64) -> (u64, Duration)], secs: f64) -> Vec<f64> {
     for r in runs.iter_mut() {
         r(warm);
     }
     let n = runs.len();
+    let slices = ((secs / SLICE).round() as usize).max(1);
+    let slice = secs / slices as f64;
     let mut res = vec![Vec::new(); n];
     for rep in 0..reps {
-        for k in 0..n {
-            let i = (k + rep) % n;
-            res[i].push(runs[i](secs));
+        let mut ops = vec![0u64; n];
+        let mut time = vec![Duration::ZERO; n];
+        for s in 0..slices {
+            for k in 0..n {
+                let i = (k + s + rep) % n;
+                let (o, t) = runs[i](slice);
+                ops[i] += o;
+                time[i] += t;
+            }
+        }
+        for i in 0..n {
+            res[i].push(ops[i] as f64 / time[i].as_secs_f64());
         }
     }
     res.iter_mut().map(|v| median(v)).collect()
@@ -355,6 +387,47 @@ fn main() {
     let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], PACKET_LEN);
     let mb = |pps: f64| pps * PACKET_LEN as f64 / 1e6;
 
+    // Profiling aid: `BENCH_PROFILE=omni|boringtun` runs only that side's
+    // handshake loop (Ring provider for omni-core) for BENCH_SECS, e.g. under
+    // `perf record` or `valgrind --tool=callgrind`; `omni-encap`,
+    // `boringtun-encap`, `omni-decap`, `boringtun-decap` do the same for the
+    // data path.
+    if let Ok(which) = std::env::var("BENCH_PROFILE") {
+        let mut batch: Vec<Vec<u8>> = (0..DECAP_BATCH).map(|_| vec![0u8; PACKET_LEN + 64]).collect();
+        let (ops, t) = match which.as_str() {
+            "omni" => {
+                let mut o = OmniPair::<Ring>::new(1);
+                rate(secs, 1, || assert!(o.handshake()))
+            }
+            "boringtun" => {
+                let mut b = BtPair::new(2);
+                rate(secs, 1, || assert!(b.handshake()))
+            }
+            "omni-encap" => {
+                let mut o = OmniPair::<Ring>::new(1);
+                rate(secs, 1, || assert_eq!(o.encap_one(&pkt), PACKET_LEN + 32))
+            }
+            "boringtun-encap" => {
+                let mut b = BtPair::new(2);
+                rate(secs, 1, || assert_eq!(b.encap_one(&pkt), PACKET_LEN + 32))
+            }
+            "omni-decap" => {
+                let mut o = OmniPair::<Ring>::new(1);
+                o.confirm();
+                decap_rate(secs, &mut o, &pkt, &mut batch)
+            }
+            "boringtun-decap" => {
+                let mut b = BtPair::new(2);
+                b.confirm();
+                decap_rate(secs, &mut b, &pkt, &mut batch)
+            }
+            other => panic!("BENCH_PROFILE={other}: expected omni, boringtun, omni-encap, boringtun-encap, omni-decap or boringtun-decap"),
+        };
+        let r = ops as f64 / t.as_secs_f64();
+        println!("{which}: {ops} operations, {r:.1}/s ({:.3} µs each)", 1e6 / r);
+        return;
+    }
+
     println!("omni-core vs boringtun 0.7.1 — {PACKET_LEN}-byte packets, 1 thread, {secs} s × {reps} reps (median)");
     println!("(omni-core providers: RustCrypto = chacha20poly1305/x25519-dalek; Ring = ring AEAD + x25519-dalek)\n");
 
@@ -365,9 +438,9 @@ fn main() {
     let enc = {
         const N: u64 = 32;
         let p = &pkt;
-        let mut f1 = |s| rate(s, N, || for _ in 0..N { orc.encap_one(p); });
-        let mut f2 = |s| rate(s, N, || for _ in 0..N { org.encap_one(p); });
-        let mut f3 = |s| rate(s, N, || for _ in 0..N { bt.encap_one(p); });
+        let mut f1 = |s| rate(s, N, || for _ in 0..N { assert_eq!(orc.encap_one(p), PACKET_LEN + 32); });
+        let mut f2 = |s| rate(s, N, || for _ in 0..N { assert_eq!(org.encap_one(p), PACKET_LEN + 32); });
+        let mut f3 = |s| rate(s, N, || for _ in 0..N { assert_eq!(bt.encap_one(p), PACKET_LEN + 32); });
         compare(reps, warm, &mut [&mut f1, &mut f2, &mut f3], secs)
     };
 
@@ -379,32 +452,12 @@ fn main() {
     org.confirm();
     bt.confirm();
     let dec = {
-        let mut batch: Vec<Vec<u8>> = (0..DECAP_BATCH).map(|_| vec![0u8; PACKET_LEN + 64]).collect();
         let p = &pkt;
-        let (orc, org, bt) = (&mut orc, &mut org, &mut bt);
-        let batch = &mut batch;
-        let mut f1 = |s| {
-            let o = std::cell::RefCell::new(&mut *orc);
-            decap_rate(s, batch, &mut |b| o.borrow_mut().fill_batch(p, b), &mut |b| o.borrow_mut().decap_batch(b))
-        };
-        // (the three closures take turns borrowing `batch`; RefCell lets one
-        // pair be used by both the fill and the decap closure)
-        let r1 = {
-            let mut ff1: &mut dyn FnMut(f64) -> f64 = &mut f1;
-            let _ = &mut ff1;
-            0.0
-        };
-        let _ = r1;
-        let mut batch2: Vec<Vec<u8>> = (0..DECAP_BATCH).map(|_| vec![0u8; PACKET_LEN + 64]).collect();
-        let mut batch3: Vec<Vec<u8>> = (0..DECAP_BATCH).map(|_| vec![0u8; PACKET_LEN + 64]).collect();
-        let mut f2 = |s| {
-            let o = std::cell::RefCell::new(&mut *org);
-            decap_rate(s, &mut batch2, &mut |b| o.borrow_mut().fill_batch(p, b), &mut |b| o.borrow_mut().decap_batch(b))
-        };
-        let mut f3 = |s| {
-            let o = std::cell::RefCell::new(&mut *bt);
-            decap_rate(s, &mut batch3, &mut |b| o.borrow_mut().fill_batch(p, b), &mut |b| o.borrow_mut().decap_batch(b))
-        };
+        let mk = || -> Vec<Vec<u8>> { (0..DECAP_BATCH).map(|_| vec![0u8; PACKET_LEN + 64]).collect() };
+        let (mut b1, mut b2, mut b3) = (mk(), mk(), mk());
+        let mut f1 = |s| decap_rate(s, &mut orc, p, &mut b1);
+        let mut f2 = |s| decap_rate(s, &mut org, p, &mut b2);
+        let mut f3 = |s| decap_rate(s, &mut bt, p, &mut b3);
         compare(reps, warm, &mut [&mut f1, &mut f2, &mut f3], secs)
     };
 
