@@ -99,6 +99,16 @@ impl Symmetric {
         self.ck = ck;
         Ok(k)
     }
+    /// `C = KDF1(C, DH)`: the ee/se mixes of message 2 derive no key, so
+    /// skip the second HMAC output (`kdf::<1>` equals the first of `kdf::<2>`).
+    fn mix_dh(&mut self, dh: &[u8; 32]) -> Result<(), HandshakeError> {
+        if bool::from(dh.ct_eq(&[0u8; 32])) {
+            return Err(HandshakeError::WeakPoint);
+        }
+        let [ck] = kdf::<1>(&self.ck, dh);
+        self.ck = ck;
+        Ok(())
+    }
     fn mix_psk(&mut self, psk: &[u8; 32]) -> [u8; 32] {
         let [ck, t, k] = kdf::<3>(&self.ck, psk);
         self.ck = ck;
@@ -272,10 +282,10 @@ pub fn create_response<C: CryptoProvider>(
     sym.mix_hash(&e_pub);
     sym.mix_key(&e_pub);
     let mut ee = C::x25519(eph.bytes(), &p.remote_ephemeral);
-    let _ = sym.mix_key_dh(&ee)?;
+    sym.mix_dh(&ee)?;
     ee.zeroize();
     let mut se = C::x25519(eph.bytes(), &peer.public.0);
-    let _ = sym.mix_key_dh(&se)?;
+    sym.mix_dh(&se)?;
     se.zeroize();
     let mut k = sym.mix_psk(&peer.psk.0);
     let mut msg = Response {
@@ -303,10 +313,10 @@ pub fn consume_response<C: CryptoProvider>(
     sym.mix_hash(&msg.ephemeral);
     sym.mix_key(&msg.ephemeral);
     let mut ee = C::x25519(&state.ephemeral, &msg.ephemeral);
-    let _ = sym.mix_key_dh(&ee)?;
+    sym.mix_dh(&ee)?;
     ee.zeroize();
     let mut se = C::x25519(local.secret.bytes(), &msg.ephemeral);
-    let _ = sym.mix_key_dh(&se)?;
+    sym.mix_dh(&se)?;
     se.zeroize();
     let mut k = sym.mix_psk(&peer.psk.0);
     let r = sym.decrypt::<C>(&k, &mut [], &msg.encrypted_nothing);
