@@ -44,8 +44,8 @@ step "unit and integration tests (no alloc, host)" \
     cargo test -p omni-core --no-default-features --lib
 step "unit and integration tests (default features)" \
     cargo test -p omni-core
-step "tests with the ring provider" \
-    cargo test -p omni-core --features ring --lib --test smoke
+step "tests with the ring and aws-lc providers" \
+    cargo test -p omni-core --features ring,aws-lc --lib --test smoke --test interop_boringtun
 step "simulation and interop in release mode" \
     cargo test -p omni-core --release --test simulation --test interop_boringtun
 step "demo runs" bash -c 'cargo run -q -p omni-core --example demo | tail -3 | grep -q "pings delivered"'

@@ -98,7 +98,7 @@ impl StaticSecret {
         encode_hex_key(&self.0)
     }
     pub fn public_key<C: CryptoProvider>(&self) -> PublicKey {
-        PublicKey(C::x25519_public(&self.0))
+        PublicKey(C::x25519_public(&C::x25519_secret(&self.0)))
     }
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0

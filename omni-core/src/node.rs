@@ -225,6 +225,17 @@ pub struct PeerStats {
     pub has_session: bool,
 }
 
+/// Where the IP packet sits in the buffers of the in-place calls
+/// ([`Node::send_ip_in_place`], [`Node::handle_datagram_in_place`]).
+pub const IN_PLACE_OFFSET: usize = TRANSPORT_HEADER_LEN;
+
+/// The packet to encrypt: in its own slice, or already in the output buffer.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Separate(&'a [u8]),
+    InPlace(usize),
+}
+
 const EVENT_CAPACITY: usize = 64;
 /// Keys are erased after three Reject-After-Times without a new session.
 const ZERO_KEYS_AFTER: Duration = Duration::from_secs(REJECT_AFTER_TIME.as_secs() * 3);
@@ -261,7 +272,7 @@ const LIMITER_SOURCES: usize = 256;
 ///
 /// No input makes the node panic or allocate on the transport path.
 pub struct Node<C: CryptoProvider, R, S: Storage<C>> {
-    local: Option<LocalStatic>,
+    local: Option<LocalStatic<C>>,
     cookie_checker: Option<CookieChecker>,
     limiter: RateLimiter<LIMITER_SOURCES>,
     peers: S::Peers,
@@ -394,7 +405,7 @@ where
             return;
         }
         let key = key.filter(|k| !k.is_zero());
-        self.local = key.map(LocalStatic::new::<C>);
+        self.local = key.map(LocalStatic::<C>::new);
         self.cookie_checker = self.local.as_ref().map(|l| CookieChecker::new(&l.public.0));
         let own = self.public_key();
         if let Some(own) = own {
@@ -622,9 +633,35 @@ where
     /// Encrypts `packet` for a given peer (no routing; used by hosts that
     /// route themselves, and for keepalives with an empty packet).
     pub fn send_to_peer(&mut self, now: Instant, id: PeerId, packet: &[u8], out: &mut [u8]) -> Result<Sent, SendError> {
+        self.send_impl(now, id, Payload::Separate(packet), out)
+    }
+
+    /// Zero-copy [`send_ip`](Self::send_ip): the host reads the IP packet into
+    /// `buf[IN_PLACE_OFFSET..][..len]`, leaving 16 bytes of headroom for the
+    /// header and room after it for padding and the tag (`len + 47` bytes in
+    /// all always suffice). On [`Sent::Transmit`] the datagram is `buf[..t.len]`.
+    pub fn send_ip_in_place(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Result<Sent, SendError> {
+        let end = IN_PLACE_OFFSET.saturating_add(len);
+        let packet = buf.get(IN_PLACE_OFFSET..end).ok_or(SendError::BufferTooSmall { needed: end })?;
+        let dst = ip_destination(packet).ok_or(SendError::NotIp)?;
+        let id = self.routes.lookup(dst).ok_or(SendError::NoRoute)?;
+        self.send_impl(now, id, Payload::InPlace(len), buf)
+    }
+
+    /// Zero-copy [`send_to_peer`](Self::send_to_peer): the packet is at
+    /// `buf[IN_PLACE_OFFSET..][..len]`, as for [`send_ip_in_place`](Self::send_ip_in_place).
+    pub fn send_to_peer_in_place(&mut self, now: Instant, id: PeerId, buf: &mut [u8], len: usize) -> Result<Sent, SendError> {
+        self.send_impl(now, id, Payload::InPlace(len), buf)
+    }
+
+    fn send_impl(&mut self, now: Instant, id: PeerId, payload: Payload<'_>, out: &mut [u8]) -> Result<Sent, SendError> {
         let now = self.clamp(now);
         let mtu = usize::from(self.config.mtu);
-        let needed = sealed_len(packet.len(), mtu);
+        let plen = match payload {
+            Payload::Separate(p) => p.len(),
+            Payload::InPlace(len) => len,
+        };
+        let needed = sealed_len(plen, mtu);
         let peer = self.peer_mut(id).ok_or(SendError::UnknownPeer)?;
         let endpoint = peer.endpoint;
         if let Some(session) = peer.sendable(now) {
@@ -632,11 +669,14 @@ where
             if out.len() < needed {
                 return Err(SendError::BufferTooSmall { needed });
             }
-            let len = session.seal(packet, out, mtu);
+            let len = match payload {
+                Payload::Separate(p) => session.seal(p, out, mtu),
+                Payload::InPlace(n) => session.seal_in_place(n, out, mtu),
+            };
             let (counter, age, initiator) = (session.send_counter(), session.age(now), session.initiator);
             peer.tx_bytes = peer.tx_bytes.saturating_add(len as u64);
             self.on_authenticated_sent(now, id);
-            if !packet.is_empty() {
+            if plen > 0 {
                 self.on_data_sent(now, id);
             }
             // Keep keys fresh: only the initiator of a session rekeys on age,
@@ -647,6 +687,10 @@ where
             return Ok(Sent::Transmit(Transmit { to, len, peer: id }));
         }
         // No usable session: keep the packet and start a handshake.
+        let packet = match payload {
+            Payload::Separate(p) => p,
+            Payload::InPlace(n) => out.get(IN_PLACE_OFFSET..IN_PLACE_OFFSET.saturating_add(n)).unwrap_or(&[]),
+        };
         let staged = self.stage(id, packet);
         self.want(id, |p| p.want_initiation = true);
         if staged {
@@ -678,21 +722,47 @@ where
     }
 
     /// Processes one UDP datagram from `from`. See the calling rules on [`Node`].
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-        out: &mut [u8],
-    ) -> Result<Received, RecvError> {
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Result<Received, RecvError> {
         let now = self.clamp(now);
         let msg = wire::parse(datagram).map_err(RecvError::Malformed)?;
         match msg {
-            Message::Transport(header, payload) => self.recv_transport(now, from, datagram.len(), header, payload, out),
+            Message::Transport(header, payload) => {
+                let buf = out.get_mut(..payload.len()).ok_or(RecvError::BufferTooSmall { needed: payload.len() })?;
+                buf.copy_from_slice(payload);
+                self.recv_transport(now, from, datagram.len(), header, buf)
+            }
             Message::Initiation(init) => self.recv_initiation(now, from, datagram, &init, out),
             Message::Response(resp) => self.recv_response(now, from, datagram, &resp, out),
             Message::CookieReply(reply) => self.recv_cookie_reply(now, &reply),
         }
+    }
+
+    /// Zero-copy [`handle_datagram`](Self::handle_datagram): `buf` holds
+    /// exactly the received datagram and is overwritten. A decrypted packet
+    /// ends up at `buf[IN_PLACE_OFFSET..][..len]`; a reply at `buf[..len]`.
+    pub fn handle_datagram_in_place(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Result<Received, RecvError> {
+        if wire::message_type(buf) == Some(MSG_TRANSPORT) {
+            let now = self.clamp(now);
+            let (header, _) = TransportHeader::parse(buf).map_err(RecvError::Malformed)?;
+            let len = buf.len();
+            let body = buf.get_mut(TRANSPORT_HEADER_LEN..).ok_or(RecvError::Malformed(WireError::BadLength {
+                expected: TRANSPORT_OVERHEAD,
+                got: len,
+            }))?;
+            return self.recv_transport(now, from, len, header, body);
+        }
+        // Handshake messages are small and rare: work on a copy so the reply
+        // can be written over the original.
+        let mut copy = [0u8; INITIATION_LEN];
+        let n = buf.len();
+        let datagram = match copy.get_mut(..n) {
+            Some(c) => {
+                c.copy_from_slice(buf);
+                c
+            }
+            None => return Err(RecvError::Malformed(WireError::BadLength { expected: INITIATION_LEN, got: n })),
+        };
+        self.handle_datagram(now, from, datagram, buf)
     }
 
     fn recv_transport(
@@ -701,15 +771,12 @@ where
         from: SocketAddr,
         datagram_len: usize,
         header: TransportHeader,
-        payload: &[u8],
-        out: &mut [u8],
+        buf: &mut [u8],
     ) -> Result<Received, RecvError> {
         let id = *self.indexes.get(&header.receiver).ok_or(RecvError::UnknownIndex)?;
-        let buf = out.get_mut(..payload.len()).ok_or(RecvError::BufferTooSmall { needed: payload.len() })?;
         let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
         let slot = peer.slot_of(header.receiver).ok_or(RecvError::UnknownIndex)?;
         let session = peer.session_mut(slot).ok_or(RecvError::UnknownIndex)?;
-        buf.copy_from_slice(payload);
         let plain_len = session.open(now, header.counter, buf).map_err(|e| match e {
             OpenError::Replay => RecvError::Replay,
             OpenError::Expired => RecvError::Expired,
@@ -748,7 +815,7 @@ where
             return Ok(Received::Done); // keepalive
         }
         self.on_data_received(now, id);
-        let plain = out.get(..plain_len).unwrap_or(&[]);
+        let plain = buf.get(..plain_len).unwrap_or(&[]);
         let (src, len) = ip_source_and_len(plain).ok_or(RecvError::NotIp)?;
         if self.routes.lookup(src) != Some(id) {
             return Err(RecvError::DisallowedSource { peer: id });

@@ -36,7 +36,7 @@ pub struct Peer<C: CryptoProvider> {
     pub(crate) next: Option<Session<C>>,
     /// Our own initiation in flight. Kept apart from `next` so that when both
     /// sides initiate at once both handshakes complete instead of fighting.
-    pub(crate) initiation: Option<InitiatorState>,
+    pub(crate) initiation: Option<InitiatorState<C>>,
 
     pub(crate) handshake_attempts: u32,
     pub(crate) last_initiation_sent: Option<Instant>,

@@ -79,17 +79,29 @@ impl<C: CryptoProvider> Session<C> {
     /// Encrypts `payload` into `out` as a complete transport message.
     /// `out` must hold `sealed_len(payload.len(), mtu)` bytes (checked by the caller).
     pub(crate) fn seal(&mut self, payload: &[u8], out: &mut [u8], mtu: usize) -> usize {
-        let total = sealed_len(payload.len(), mtu);
+        let end = TRANSPORT_HEADER_LEN.saturating_add(payload.len());
+        match out.get_mut(TRANSPORT_HEADER_LEN..end) {
+            Some(dst) => dst.copy_from_slice(payload),
+            None => return 0,
+        }
+        self.seal_in_place(payload.len(), out, mtu)
+    }
+
+    /// Encrypts the `len` payload bytes already at `buf[16..]` in place: pads
+    /// them, seals, writes the header in front. `buf` must hold
+    /// `sealed_len(len, mtu)` bytes (checked by the caller). Returns that length.
+    pub(crate) fn seal_in_place(&mut self, len: usize, buf: &mut [u8], mtu: usize) -> usize {
+        let total = sealed_len(len, mtu);
         let counter = self.send_counter;
         self.send_counter = self.send_counter.saturating_add(1);
-        let Some(msg) = out.get_mut(..total) else { return 0 };
+        let Some(msg) = buf.get_mut(..total) else { return 0 };
         let (header, body) = msg.split_at_mut(TRANSPORT_HEADER_LEN);
         TransportHeader { receiver: self.remote_index, counter }.emit(header);
         let body_len = total.saturating_sub(TRANSPORT_OVERHEAD);
         let (plain, tag) = body.split_at_mut(body_len);
-        let (data, pad) = plain.split_at_mut(payload.len().min(body_len));
-        data.copy_from_slice(payload.get(..data.len()).unwrap_or(&[]));
-        pad.fill(0);
+        if let Some(pad) = plain.get_mut(len..) {
+            pad.fill(0);
+        }
         let t = self.send_key.seal_in_place(counter, &[], plain);
         tag.copy_from_slice(&t);
         total

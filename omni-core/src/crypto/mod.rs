@@ -4,12 +4,19 @@
 //!
 //! [`RustCrypto`] is the portable default (chacha20poly1305, x25519-dalek,
 //! blake2; runs on every target). The `ring` feature adds [`Ring`]: ring's
-//! assembly ChaCha20-Poly1305 for the data path on std hosts.
+//! assembly ChaCha20-Poly1305 for the data path on std hosts; `aws-lc` adds
+//! [`AwsLc`]: AWS-LC's ChaCha20-Poly1305 and its ADX/BMI2 X25519, about twice
+//! as fast as x25519-dalek for handshakes.
 //! BLAKE2s and XChaCha20-Poly1305 (cookie replies) are always RustCrypto: they
 //! are off the data path.
 
 mod rustcrypto;
 pub use rustcrypto::RustCrypto;
+
+#[cfg(feature = "aws-lc")]
+mod aws_lc_provider;
+#[cfg(feature = "aws-lc")]
+pub use aws_lc_provider::AwsLc;
 
 #[cfg(feature = "ring")]
 mod ring_provider;
@@ -34,16 +41,25 @@ pub trait AeadKey: Sized {
 /// Backend selection for the asymmetric and transport primitives.
 pub trait CryptoProvider: 'static {
     type AeadKey: AeadKey;
-    /// X25519(secret, public). Callers reject an all-zero result.
-    fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32];
+    /// A private key in the backend's own parsed form, so a key used for
+    /// several Diffie-Hellman operations (our static key, a handshake's
+    /// ephemeral) is parsed once. Implementations wipe it on drop.
+    type X25519Secret;
+    fn x25519_secret(bytes: &[u8; 32]) -> Self::X25519Secret;
     /// X25519(secret, basepoint): the public key of `secret`.
-    fn x25519_public(secret: &[u8; 32]) -> [u8; 32];
+    fn x25519_public(secret: &Self::X25519Secret) -> [u8; 32];
+    /// X25519(secret, public). Returns all zeros for a low-order `public`
+    /// (callers reject an all-zero result).
+    fn x25519(secret: &Self::X25519Secret, public: &[u8; 32]) -> [u8; 32];
 }
 
-/// The provider a std host gets by default: ring when compiled in, else RustCrypto.
-#[cfg(feature = "ring")]
+/// The provider a std host gets by default: the fastest one compiled in
+/// (aws-lc, then ring, then the portable RustCrypto).
+#[cfg(feature = "aws-lc")]
+pub type DefaultProvider = AwsLc;
+#[cfg(all(feature = "ring", not(feature = "aws-lc")))]
 pub type DefaultProvider = Ring;
-#[cfg(not(feature = "ring"))]
+#[cfg(not(any(feature = "ring", feature = "aws-lc")))]
 pub type DefaultProvider = RustCrypto;
 
 pub(crate) fn nonce(counter: u64) -> [u8; 12] {

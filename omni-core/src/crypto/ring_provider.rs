@@ -40,7 +40,14 @@ impl AeadKey for RingAeadKey {
     fn open_in_place(&self, counter: u64, aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> Result<(), AeadError> {
         let n = Nonce::assume_unique_for_key(nonce(counter));
         let tag = Tag::from(*tag);
-        self.0.open_in_place_separate_tag(n, Aad::from(aad), tag, buf, 0..).map(|_| ()).map_err(|_| AeadError)
+        match self.0.open_in_place_separate_tag(n, Aad::from(aad), tag, buf, 0..) {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // ring may have written unauthenticated plaintext: wipe it.
+                buf.fill(0);
+                Err(AeadError)
+            }
+        }
     }
 }
 
@@ -52,10 +59,14 @@ fn unreachable_key() -> RingAeadKey {
 
 impl CryptoProvider for Ring {
     type AeadKey = RingAeadKey;
-    fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32] {
-        super::RustCrypto::x25519(secret, public)
+    type X25519Secret = x25519_dalek::StaticSecret;
+    fn x25519_secret(bytes: &[u8; 32]) -> Self::X25519Secret {
+        super::RustCrypto::x25519_secret(bytes)
     }
-    fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+    fn x25519_public(secret: &Self::X25519Secret) -> [u8; 32] {
         super::RustCrypto::x25519_public(secret)
+    }
+    fn x25519(secret: &Self::X25519Secret, public: &[u8; 32]) -> [u8; 32] {
+        super::RustCrypto::x25519(secret, public)
     }
 }

@@ -40,11 +40,15 @@ impl AeadKey for RustCryptoAeadKey {
 
 impl CryptoProvider for RustCrypto {
     type AeadKey = RustCryptoAeadKey;
-    fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32] {
-        x25519_dalek::x25519(*secret, *public)
+    /// Zeroized on drop (x25519-dalek's `zeroize` feature).
+    type X25519Secret = x25519_dalek::StaticSecret;
+    fn x25519_secret(bytes: &[u8; 32]) -> Self::X25519Secret {
+        x25519_dalek::StaticSecret::from(*bytes)
     }
-    fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
-        let s = x25519_dalek::StaticSecret::from(*secret);
-        x25519_dalek::PublicKey::from(&s).to_bytes()
+    fn x25519_public(secret: &Self::X25519Secret) -> [u8; 32] {
+        x25519_dalek::PublicKey::from(secret).to_bytes()
+    }
+    fn x25519(secret: &Self::X25519Secret, public: &[u8; 32]) -> [u8; 32] {
+        secret.diffie_hellman(&x25519_dalek::PublicKey::from(*public)).to_bytes()
     }
 }

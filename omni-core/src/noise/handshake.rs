@@ -24,26 +24,27 @@ pub enum HandshakeError {
 }
 
 /// Our long-term identity with what is derived from it.
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub struct LocalStatic {
+pub struct LocalStatic<C: CryptoProvider> {
     pub(crate) secret: StaticSecret,
-    #[zeroize(skip)]
+    /// The same key parsed once by the provider.
+    pub(crate) parsed: C::X25519Secret,
     pub(crate) public: PublicKey,
     /// H_i for initiations addressed to us (depends only on our public key).
     pub(crate) responder_hash: [u8; 32],
 }
 
-impl core::fmt::Debug for LocalStatic {
+impl<C: CryptoProvider> core::fmt::Debug for LocalStatic<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("LocalStatic").field("public", &self.public).finish()
     }
 }
 
-impl LocalStatic {
-    pub fn new<C: CryptoProvider>(secret: StaticSecret) -> Self {
-        let public = secret.public_key::<C>();
+impl<C: CryptoProvider> LocalStatic<C> {
+    pub fn new(secret: StaticSecret) -> Self {
+        let parsed = C::x25519_secret(secret.bytes());
+        let public = PublicKey(C::x25519_public(&parsed));
         let responder_hash = initial_hash(&public.0);
-        LocalStatic { secret, public, responder_hash }
+        LocalStatic { secret, parsed, public, responder_hash }
     }
 }
 
@@ -66,8 +67,8 @@ impl core::fmt::Debug for PeerStatic {
 }
 
 impl PeerStatic {
-    pub fn new<C: CryptoProvider>(local: &LocalStatic, public: PublicKey, psk: PresharedKey) -> Self {
-        let static_static = C::x25519(local.secret.bytes(), &public.0);
+    pub fn new<C: CryptoProvider>(local: &LocalStatic<C>, public: PublicKey, psk: PresharedKey) -> Self {
+        let static_static = C::x25519(&local.parsed, &public.0);
         PeerStatic { public, static_static, initiator_hash: initial_hash(&public.0), psk }
     }
     /// Whether DH(s_local, S_peer) is usable (not a low-order public key).
@@ -143,18 +144,27 @@ impl core::fmt::Debug for SessionKeys {
 }
 
 /// Initiator state between sending message 1 and receiving message 2.
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub struct InitiatorState {
+/// The symmetric state wipes itself on drop; the provider wipes the ephemeral.
+pub struct InitiatorState<C: CryptoProvider> {
     sym: Symmetric,
-    ephemeral: [u8; 32],
-    #[zeroize(skip)]
+    ephemeral: C::X25519Secret,
     pub(crate) local_index: u32,
 }
 
-impl core::fmt::Debug for InitiatorState {
+impl<C: CryptoProvider> core::fmt::Debug for InitiatorState<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("InitiatorState").field("local_index", &self.local_index).finish()
     }
+}
+
+/// A fresh ephemeral key pair, parsed once for all the DH operations it takes part in.
+fn ephemeral<C: CryptoProvider>(rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng)) -> (C::X25519Secret, [u8; 32]) {
+    let mut bytes = [0u8; 32];
+    rng.fill_bytes(&mut bytes);
+    let secret = C::x25519_secret(&bytes);
+    bytes.zeroize();
+    let public = C::x25519_public(&secret);
+    (secret, public)
 }
 
 fn split<const SWAP: bool>(ck: &[u8; 32]) -> SessionKeys {
@@ -168,18 +178,17 @@ fn split<const SWAP: bool>(ck: &[u8; 32]) -> SessionKeys {
 
 /// Builds message 1 (MAC fields left zero for the cookie jar to stamp).
 pub fn create_initiation<C: CryptoProvider>(
-    local: &LocalStatic,
+    local: &LocalStatic<C>,
     peer: &PeerStatic,
     timestamp: Tai64N,
     local_index: u32,
     rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng),
-) -> Result<(Initiation, InitiatorState), HandshakeError> {
+) -> Result<(Initiation, InitiatorState<C>), HandshakeError> {
     let mut sym = Symmetric { ck: initial_chaining_key(), h: peer.initiator_hash };
-    let eph = StaticSecret::random(rng);
-    let e_pub = C::x25519_public(eph.bytes());
+    let (eph, e_pub) = ephemeral::<C>(rng);
     sym.mix_hash(&e_pub);
     sym.mix_key(&e_pub);
-    let mut k = sym.mix_key_dh(&C::x25519(eph.bytes(), &peer.public.0))?;
+    let mut k = sym.mix_key_dh(&C::x25519(&eph, &peer.public.0))?;
     let mut msg = Initiation {
         sender: local_index,
         ephemeral: e_pub,
@@ -202,7 +211,7 @@ pub fn create_initiation<C: CryptoProvider>(
     }
     sym.mix_hash(&msg.encrypted_timestamp);
     k.zeroize();
-    Ok((msg, InitiatorState { sym, ephemeral: *eph.bytes(), local_index }))
+    Ok((msg, InitiatorState { sym, ephemeral: eph, local_index }))
 }
 
 /// Responder state after decrypting the initiator's static key, before we
@@ -226,13 +235,13 @@ impl core::fmt::Debug for InitiationPending {
 
 /// Message 1, first half: decrypt the initiator's static public key.
 pub fn open_initiation<C: CryptoProvider>(
-    local: &LocalStatic,
+    local: &LocalStatic<C>,
     msg: &Initiation,
 ) -> Result<InitiationPending, HandshakeError> {
     let mut sym = Symmetric { ck: initial_chaining_key(), h: local.responder_hash };
     sym.mix_hash(&msg.ephemeral);
     sym.mix_key(&msg.ephemeral);
-    let mut k = sym.mix_key_dh(&C::x25519(local.secret.bytes(), &msg.ephemeral))?;
+    let mut k = sym.mix_key_dh(&C::x25519(&local.parsed, &msg.ephemeral))?;
     let mut s = [0u8; 32];
     let (ct, tag) = msg.encrypted_static.split_at(32);
     s.copy_from_slice(ct);
@@ -277,14 +286,13 @@ pub fn create_response<C: CryptoProvider>(
 ) -> Result<(Response, SessionKeys), HandshakeError> {
     let mut p = pending;
     let sym = &mut p.sym;
-    let eph = StaticSecret::random(rng);
-    let e_pub = C::x25519_public(eph.bytes());
+    let (eph, e_pub) = ephemeral::<C>(rng);
     sym.mix_hash(&e_pub);
     sym.mix_key(&e_pub);
-    let mut ee = C::x25519(eph.bytes(), &p.remote_ephemeral);
+    let mut ee = C::x25519(&eph, &p.remote_ephemeral);
     sym.mix_dh(&ee)?;
     ee.zeroize();
-    let mut se = C::x25519(eph.bytes(), &peer.public.0);
+    let mut se = C::x25519(&eph, &peer.public.0);
     sym.mix_dh(&se)?;
     se.zeroize();
     let mut k = sym.mix_psk(&peer.psk.0);
@@ -304,8 +312,8 @@ pub fn create_response<C: CryptoProvider>(
 
 /// Consumes message 2 for our pending initiation; returns the initiator's keys.
 pub fn consume_response<C: CryptoProvider>(
-    state: &InitiatorState,
-    local: &LocalStatic,
+    state: &InitiatorState<C>,
+    local: &LocalStatic<C>,
     peer: &PeerStatic,
     msg: &Response,
 ) -> Result<SessionKeys, HandshakeError> {
@@ -315,7 +323,7 @@ pub fn consume_response<C: CryptoProvider>(
     let mut ee = C::x25519(&state.ephemeral, &msg.ephemeral);
     sym.mix_dh(&ee)?;
     ee.zeroize();
-    let mut se = C::x25519(local.secret.bytes(), &msg.ephemeral);
+    let mut se = C::x25519(&local.parsed, &msg.ephemeral);
     sym.mix_dh(&se)?;
     se.zeroize();
     let mut k = sym.mix_psk(&peer.psk.0);
@@ -336,8 +344,8 @@ mod tests {
     fn both_sides_derive_matching_keys_with_and_without_psk() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         for psk in [[0u8; 32], [0x42; 32]] {
-            let a = LocalStatic::new::<RustCrypto>(StaticSecret::random(&mut rng));
-            let b = LocalStatic::new::<RustCrypto>(StaticSecret::random(&mut rng));
+            let a = LocalStatic::<RustCrypto>::new(StaticSecret::random(&mut rng));
+            let b = LocalStatic::<RustCrypto>::new(StaticSecret::random(&mut rng));
             let a_sees_b = PeerStatic::new::<RustCrypto>(&a, b.public, PresharedKey(psk));
             let b_sees_a = PeerStatic::new::<RustCrypto>(&b, a.public, PresharedKey(psk));
             let ts = Tai64N::from_wall(WallTime::new(100, 5));
@@ -357,8 +365,8 @@ mod tests {
     #[test]
     fn psk_mismatch_and_tampering_fail() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(8);
-        let a = LocalStatic::new::<RustCrypto>(StaticSecret::random(&mut rng));
-        let b = LocalStatic::new::<RustCrypto>(StaticSecret::random(&mut rng));
+        let a = LocalStatic::<RustCrypto>::new(StaticSecret::random(&mut rng));
+        let b = LocalStatic::<RustCrypto>::new(StaticSecret::random(&mut rng));
         let a_sees_b = PeerStatic::new::<RustCrypto>(&a, b.public, PresharedKey([1; 32]));
         let b_sees_a = PeerStatic::new::<RustCrypto>(&b, a.public, PresharedKey([2; 32]));
         let ts = Tai64N::from_wall(WallTime::new(100, 5));
