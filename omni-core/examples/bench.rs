@@ -140,7 +140,8 @@ impl<C: CryptoProvider> OmniPair<C> {
         self.a.initiate(now, self.ida);
         let Ok(Some(t)) = self.a.poll_transmit(now, &mut self.out_a) else { return false };
         // 2. responder → response
-        let Ok(Received::Reply { len }) = self.b.handle_datagram(now, self.addr_a, &self.out_a[..t.len], &mut self.out_b)
+        let Ok(Received::Reply { len }) =
+            self.b.handle_datagram(now, self.addr_a, &self.out_a[..t.len], &mut self.out_b)
         else {
             return false;
         };
@@ -177,7 +178,6 @@ impl<C: CryptoProvider> OmniPair<C> {
             _ => 0,
         }
     }
-
 }
 
 impl<C: CryptoProvider> DecapPair for OmniPair<C> {
@@ -194,7 +194,9 @@ impl<C: CryptoProvider> DecapPair for OmniPair<C> {
         // Zero-copy path a host uses: decrypt each datagram where recvmmsg put it.
         for m in batch.iter_mut() {
             let m = &mut m[..PACKET_LEN + 32];
-            if let Ok(Received::Packet { len, .. }) = self.b.handle_datagram_in_place(self.now, self.addr_a, black_box(m)) {
+            if let Ok(Received::Packet { len, .. }) =
+                self.b.handle_datagram_in_place(self.now, self.addr_a, black_box(m))
+            {
                 ok += (len == PACKET_LEN) as usize;
             }
             black_box(&self.out_b);
@@ -270,7 +272,6 @@ impl BtPair {
             _ => 0,
         }
     }
-
 }
 
 impl DecapPair for BtPair {
@@ -445,10 +446,34 @@ fn main() {
     let enc = {
         const N: u64 = 32;
         let p = &pkt;
-        let mut f1 = |s| rate(s, N, || for _ in 0..N { assert_eq!(orc.encap_one(p), PACKET_LEN + 32); });
-        let mut f2 = |s| rate(s, N, || for _ in 0..N { assert_eq!(org.encap_one(p), PACKET_LEN + 32); });
-        let mut f3 = |s| rate(s, N, || for _ in 0..N { assert_eq!(oal.encap_one(p), PACKET_LEN + 32); });
-        let mut f4 = |s| rate(s, N, || for _ in 0..N { assert_eq!(bt.encap_one(p), PACKET_LEN + 32); });
+        let mut f1 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert_eq!(orc.encap_one(p), PACKET_LEN + 32);
+                }
+            })
+        };
+        let mut f2 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert_eq!(org.encap_one(p), PACKET_LEN + 32);
+                }
+            })
+        };
+        let mut f3 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert_eq!(oal.encap_one(p), PACKET_LEN + 32);
+                }
+            })
+        };
+        let mut f4 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert_eq!(bt.encap_one(p), PACKET_LEN + 32);
+                }
+            })
+        };
         compare(reps, warm, &mut [&mut f1, &mut f2, &mut f3, &mut f4], secs)
     };
 
@@ -479,10 +504,34 @@ fn main() {
     let mut bt = BtPair::new(90);
     let hs = {
         const N: u64 = 4;
-        let mut f1 = |s| rate(s, N, || for _ in 0..N { assert!(orc.handshake()); });
-        let mut f2 = |s| rate(s, N, || for _ in 0..N { assert!(org.handshake()); });
-        let mut f3 = |s| rate(s, N, || for _ in 0..N { assert!(oal.handshake()); });
-        let mut f4 = |s| rate(s, N, || for _ in 0..N { assert!(bt.handshake()); });
+        let mut f1 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert!(orc.handshake());
+                }
+            })
+        };
+        let mut f2 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert!(org.handshake());
+                }
+            })
+        };
+        let mut f3 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert!(oal.handshake());
+                }
+            })
+        };
+        let mut f4 = |s| {
+            rate(s, N, || {
+                for _ in 0..N {
+                    assert!(bt.handshake());
+                }
+            })
+        };
         compare(reps, warm, &mut [&mut f1, &mut f2, &mut f3, &mut f4], secs)
     };
 
@@ -531,7 +580,17 @@ fn main() {
     println!("  data encapsulate  >= 1.0x boringtun: {enc_r:.3}x  {}", verdict(enc_r >= 1.0));
     println!("  data decapsulate  >= 1.0x boringtun: {dec_r:.3}x  {}", verdict(dec_r >= 1.0));
     println!("  handshakes        >= 1.5x boringtun: {hs_r:.3}x  {}", verdict(hs_r >= 1.5));
-    println!("  (Ring: encap {:.3}x, decap {:.3}x, handshakes {:.3}x)", enc[1] / enc[3], dec[1] / dec[3], hs[1] / hs[3]);
-    println!("  (RustCrypto: encap {:.3}x, decap {:.3}x, handshakes {:.3}x)", enc[0] / enc[3], dec[0] / dec[3], hs[0] / hs[3]);
+    println!(
+        "  (Ring: encap {:.3}x, decap {:.3}x, handshakes {:.3}x)",
+        enc[1] / enc[3],
+        dec[1] / dec[3],
+        hs[1] / hs[3]
+    );
+    println!(
+        "  (RustCrypto: encap {:.3}x, decap {:.3}x, handshakes {:.3}x)",
+        enc[0] / enc[3],
+        dec[0] / dec[3],
+        hs[0] / hs[3]
+    );
     println!("  note: 2-core shared machine; ratios within ~±5% are noise.");
 }

@@ -311,7 +311,10 @@ mod tests {
             Err(KeyParseError::BadCharacter)
         );
         // '=' anywhere but the end (found by the key_parse fuzz target).
-        assert_eq!(PublicKey::from_base64("AAAAAAA=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), Err(KeyParseError::BadCharacter));
+        assert_eq!(
+            PublicKey::from_base64("AAAAAAA=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            Err(KeyParseError::BadCharacter)
+        );
         assert!(PublicKey::from_base64("==========================================A=").is_err());
         assert_eq!(PublicKey::from_hex("zz"), Err(KeyParseError::BadLength));
         assert!(PublicKey::from_hex(&"g".repeat(64)).is_err());

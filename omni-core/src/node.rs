@@ -650,7 +650,13 @@ where
 
     /// Zero-copy [`send_to_peer`](Self::send_to_peer): the packet is at
     /// `buf[IN_PLACE_OFFSET..][..len]`, as for [`send_ip_in_place`](Self::send_ip_in_place).
-    pub fn send_to_peer_in_place(&mut self, now: Instant, id: PeerId, buf: &mut [u8], len: usize) -> Result<Sent, SendError> {
+    pub fn send_to_peer_in_place(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Sent, SendError> {
         self.send_impl(now, id, Payload::InPlace(len), buf)
     }
 
@@ -722,7 +728,13 @@ where
     }
 
     /// Processes one UDP datagram from `from`. See the calling rules on [`Node`].
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], out: &mut [u8]) -> Result<Received, RecvError> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Result<Received, RecvError> {
         let now = self.clamp(now);
         let msg = wire::parse(datagram).map_err(RecvError::Malformed)?;
         match msg {
@@ -740,15 +752,19 @@ where
     /// Zero-copy [`handle_datagram`](Self::handle_datagram): `buf` holds
     /// exactly the received datagram and is overwritten. A decrypted packet
     /// ends up at `buf[IN_PLACE_OFFSET..][..len]`; a reply at `buf[..len]`.
-    pub fn handle_datagram_in_place(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Result<Received, RecvError> {
+    pub fn handle_datagram_in_place(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<Received, RecvError> {
         if wire::message_type(buf) == Some(MSG_TRANSPORT) {
             let now = self.clamp(now);
             let (header, _) = TransportHeader::parse(buf).map_err(RecvError::Malformed)?;
             let len = buf.len();
-            let body = buf.get_mut(TRANSPORT_HEADER_LEN..).ok_or(RecvError::Malformed(WireError::BadLength {
-                expected: TRANSPORT_OVERHEAD,
-                got: len,
-            }))?;
+            let body = buf
+                .get_mut(TRANSPORT_HEADER_LEN..)
+                .ok_or(RecvError::Malformed(WireError::BadLength { expected: TRANSPORT_OVERHEAD, got: len }))?;
             return self.recv_transport(now, from, len, header, body);
         }
         // Handshake messages are small and rare: work on a copy so the reply

@@ -52,7 +52,9 @@ fn pair(seed: u64, link: Link) -> (Sim, usize, usize) {
 fn assert_no_stale_sessions(sim: &Sim) {
     for n in &sim.nodes {
         for r in n.tx.iter().filter(|r| r.kind == MSG_TRANSPORT) {
-            let age = r.session_age.unwrap_or_else(|| panic!("{}: transport at {} on an unknown session", n.name, fmt_t(r.at)));
+            let age = r
+                .session_age
+                .unwrap_or_else(|| panic!("{}: transport at {} on an unknown session", n.name, fmt_t(r.at)));
             assert!(age < REJECT_AFTER_TIME, "{}: sent at {} with a session {:?} old", n.name, fmt_t(r.at), age);
         }
     }
@@ -104,7 +106,12 @@ fn thirty_minutes_of_lossy_traffic_rekeys_without_gaps() {
     // initiator completes each, the responder on the initiator's first packet.
     let hs_a = sim.nodes[a].handshakes_completed();
     let hs_b = sim.nodes[b].handshakes_completed();
-    let first = sim.nodes[a].events.iter().find(|(_, e)| matches!(e, Event::HandshakeCompleted { .. })).expect("no handshake").0;
+    let first = sim.nodes[a]
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, Event::HandshakeCompleted { .. }))
+        .expect("no handshake")
+        .0;
     assert!(first < t(6.0), "first handshake at {}", fmt_t(first));
     assert!((12..=18).contains(&hs_a), "A completed {hs_a} handshakes");
     assert!((12..=18).contains(&hs_b), "B completed {hs_b} handshakes");
@@ -120,7 +127,13 @@ fn thirty_minutes_of_lossy_traffic_rekeys_without_gaps() {
         });
         eprintln!(
             "flow {}: sent {} delivered {} lost {} (network dropped {net_drops}) reordered {} max gap {:?} at {}",
-            f.id, r.sent, r.delivered, r.lost, r.reordered, r.max_gap, fmt_t(r.max_gap_at)
+            f.id,
+            r.sent,
+            r.delivered,
+            r.lost,
+            r.reordered,
+            r.max_gap,
+            fmt_t(r.max_gap_at)
         );
         assert!(r.sent > 2000);
         assert!(r.ratio() > 0.95, "delivery ratio {}", r.ratio());
@@ -184,7 +197,8 @@ fn simultaneous_initiation_completes_both_handshakes() {
             sim.nodes[n].events
         );
     }
-    let (ia, ib) = (initiations(&sim.nodes[a], Instant::ZERO, t(10.0)), initiations(&sim.nodes[b], Instant::ZERO, t(10.0)));
+    let (ia, ib) =
+        (initiations(&sim.nodes[a], Instant::ZERO, t(10.0)), initiations(&sim.nodes[b], Instant::ZERO, t(10.0)));
     assert!(ia + ib <= 4, "{ia} + {ib} initiations in 10 s: a handshake fight");
     assert_eq!((ia, ib), (1, 1), "lossless: one initiation each, nothing retried or replaced");
     for f in [&fa, &fb] {
@@ -216,7 +230,8 @@ fn simultaneous_initiation_with_one_response_lost() {
     }
     // B's handshake completing (A confirms it on B's first packet) ends A's
     // attempt too: A does not retransmit its unanswered initiation 5 s later.
-    let (ia, ib) = (initiations(&sim.nodes[a], Instant::ZERO, t(10.0)), initiations(&sim.nodes[b], Instant::ZERO, t(10.0)));
+    let (ia, ib) =
+        (initiations(&sim.nodes[a], Instant::ZERO, t(10.0)), initiations(&sim.nodes[b], Instant::ZERO, t(10.0)));
     assert_eq!((ia, ib), (1, 1), "initiations in 10 s (A, B)");
     assert!(!sim.nodes[a].has_event(|e| matches!(e, Event::HandshakeFailed { .. })));
     assert_no_stale_sessions(&sim);
@@ -241,13 +256,26 @@ fn restarted_peer_with_newer_clock_reconnects() {
     for f in [&fa, &fb] {
         let r = flow_report(&sim, f, t(1.0), t(120.0));
         let resumed = first_arrival_after(&r, restart).unwrap();
-        eprintln!("flow {}: resumed {:.3} s after the restart, max gap {:?}", f.id, elapsed(restart, resumed), r.max_gap);
+        eprintln!(
+            "flow {}: resumed {:.3} s after the restart, max gap {:?}",
+            f.id,
+            elapsed(restart, resumed),
+            r.max_gap
+        );
         assert!(resumed < restart + secs(2.0), "flow {} resumed at {}", f.id, fmt_t(resumed));
         assert!(r.max_gap < secs(2.0));
     }
     // A refused packets for the lost session only until B's new initiation.
-    assert!(sim.nodes[a].count_rx(|r| r.at > restart && r.kind == MSG_INITIATION && matches!(r.result, Ok(Received::Reply { len: 92 }))) >= 1);
-    assert!(sim.nodes[b].count_rx(|r| r.result == Err(RecvError::UnknownIndex)) >= 1, "B got packets for the sessions it forgot");
+    assert!(
+        sim.nodes[a].count_rx(|r| r.at > restart
+            && r.kind == MSG_INITIATION
+            && matches!(r.result, Ok(Received::Reply { len: 92 })))
+            >= 1
+    );
+    assert!(
+        sim.nodes[b].count_rx(|r| r.result == Err(RecvError::UnknownIndex)) >= 1,
+        "B got packets for the sessions it forgot"
+    );
     assert!(sim.nodes[b].has_event(|e| matches!(e, Event::HandshakeCompleted { initiator: true, .. })));
     assert_no_stale_sessions(&sim);
 }
@@ -342,7 +370,11 @@ fn replayed_datagrams_are_refused_without_side_effects() {
     run_flows(&mut sim, &mut [&mut fa, &mut fb], t(5.0));
     sim.capture = false;
     let grab = |sim: &Sim, kind: u32, to: &str| {
-        sim.captured.iter().find(|(_, d)| d.kind() == kind && d.to == addr(to) && d.data.len() > KEEPALIVE_LEN).unwrap().clone()
+        sim.captured
+            .iter()
+            .find(|(_, d)| d.kind() == kind && d.to == addr(to) && d.data.len() > KEEPALIVE_LEN)
+            .unwrap()
+            .clone()
     };
     let (init_at, init) = grab(&sim, MSG_INITIATION, ADDR_B);
     let (_, data) = grab(&sim, MSG_TRANSPORT, ADDR_B);
@@ -394,7 +426,9 @@ fn replayed_datagrams_are_refused_without_side_effects() {
 #[test]
 fn held_back_transport_is_rejected_after_reject_after_time() {
     let (mut sim, a, b) = pair(8, Link::ideal(20));
-    let stash = sim.steal(|t_, d| d.kind() == MSG_TRANSPORT && d.to == addr(ADDR_B) && d.data.len() > KEEPALIVE_LEN && t_ >= t(2.0) && t_ < t(3.0));
+    let stash = sim.steal(|t_, d| {
+        d.kind() == MSG_TRANSPORT && d.to == addr(ADDR_B) && d.data.len() > KEEPALIVE_LEN && t_ >= t(2.0) && t_ < t(3.0)
+    });
     let mut fa = Flow::new(1, a, b, Instant::ZERO, 150, 200, 8);
     run_flows(&mut sim, &mut [&mut fa], t(5.0));
     sim.clear_filter();
@@ -438,7 +472,8 @@ fn deaf_sender_never_uses_an_expired_session() {
         fmt_t(sim.nodes[a].tx.iter().filter(|r| r.kind == MSG_TRANSPORT && r.at < heal).map(|r| r.at).max().unwrap()),
         initiations(&sim.nodes[a], t(10.0), heal)
     );
-    let last_transport = sim.nodes[a].tx.iter().filter(|r| r.kind == MSG_TRANSPORT && r.at < heal).map(|r| r.at).max().unwrap();
+    let last_transport =
+        sim.nodes[a].tx.iter().filter(|r| r.kind == MSG_TRANSPORT && r.at < heal).map(|r| r.at).max().unwrap();
     assert!(last_transport < deadline, "A sent transport at {} (session born {})", fmt_t(last_transport), fmt_t(born));
     assert!(last_transport > deadline.saturating_sub(secs(2.0)), "A should use the session until it expires");
     assert!(initiations(&sim.nodes[a], deadline, heal) >= 10, "A keeps trying to handshake");
@@ -447,7 +482,8 @@ fn deaf_sender_never_uses_an_expired_session() {
     let b_node = &sim.nodes[b];
     let expired = b_node.count_rx(|r| r.result == Err(RecvError::Expired));
     assert!(expired <= 1, "{expired} packets arrived on an expired session");
-    let accepted_late = b_node.count_rx(|r| r.kind == MSG_TRANSPORT && r.result.is_ok() && r.at > deadline + secs(1.0) && r.at < heal);
+    let accepted_late =
+        b_node.count_rx(|r| r.kind == MSG_TRANSPORT && r.result.is_ok() && r.at > deadline + secs(1.0) && r.at < heal);
     assert_eq!(accepted_late, 0);
 
     // The path heals: the next handshake attempt gets through.
@@ -479,7 +515,8 @@ fn roaming_follows_authenticated_packets_only() {
     run_flows(&mut sim, &mut [&mut fa, &mut fb], t(60.0));
 
     let pa = sim.peer_id(b, a);
-    let changed: Vec<(Instant, Event)> = sim.nodes[b].events.iter().filter(|(_, e)| matches!(e, Event::EndpointChanged { .. })).copied().collect();
+    let changed: Vec<(Instant, Event)> =
+        sim.nodes[b].events.iter().filter(|(_, e)| matches!(e, Event::EndpointChanged { .. })).copied().collect();
     // Normally one change; a packet from the old address overtaken by one
     // from the new address would (legitimately) flip it back and forth.
     assert!((1..=3).contains(&changed.len()), "{changed:?}");
@@ -499,7 +536,8 @@ fn roaming_follows_authenticated_packets_only() {
 
     // --- the attacker ---
     let attacker = addr(ATTACKER);
-    let data = sim.captured.iter().rev().find(|(_, d)| d.to == addr(ADDR_B) && d.kind() == MSG_TRANSPORT).unwrap().1.clone();
+    let data =
+        sim.captured.iter().rev().find(|(_, d)| d.to == addr(ADDR_B) && d.kind() == MSG_TRANSPORT).unwrap().1.clone();
     // 1. A replayed authentic packet from the attacker's address.
     assert_eq!(sim.deliver_now(b, attacker, &data.data), Err(RecvError::Replay));
     // 2. A forged one with a fresh counter.
@@ -563,7 +601,10 @@ fn handshake_flood_switches_to_cookies_and_the_real_peer_gets_through() {
         msg[..4].copy_from_slice(&MSG_INITIATION.to_le_bytes());
         jar.stamp(Instant::ZERO, &mut msg, Initiation::MAC1_OFFSET);
         let r = rng.next_u32();
-        let from = SocketAddr::new(Ipv4Addr::new(100, 64 | (r as u8 & 63), (r >> 8) as u8, (r >> 16) as u8).into(), 1024 + (r >> 22) as u16);
+        let from = SocketAddr::new(
+            Ipv4Addr::new(100, 64 | (r as u8 & 63), (r >> 8) as u8, (r >> 16) as u8).into(),
+            1024 + (r >> 22) as u16,
+        );
         sim.inject(from, b_addr, msg.to_vec(), Duration::from_nanos(at));
     }
     let is_attacker = |s: SocketAddr| s.ip() != addr(ADDR_A).ip();
@@ -607,7 +648,8 @@ fn handshake_flood_switches_to_cookies_and_the_real_peer_gets_through() {
     // The real peer.
     let a_node = &sim.nodes[a];
     assert!(a_node.count_rx(|r| r.kind == MSG_COOKIE_REPLY && r.result == Ok(Received::Done)) >= 1, "A got a cookie");
-    let done = a_node.events.iter().find(|(_, e)| matches!(e, Event::HandshakeCompleted { .. })).expect("A's handshake").0;
+    let done =
+        a_node.events.iter().find(|(_, e)| matches!(e, Event::HandshakeCompleted { .. })).expect("A's handshake").0;
     eprintln!("A's handshake completed {:.3} s after it started", elapsed(a_starts, done));
     assert!(done < a_starts + secs(15.0));
     assert!(done < flood_end, "completed while the flood was on");
@@ -641,7 +683,11 @@ fn idle_peers_fall_silent() {
     sim.run_for(secs(600.0));
     assert_eq!(after(&sim), quiet, "idle peers keep talking");
     for n in [a, b] {
-        assert!(sim.nodes[n].has_event(|e| matches!(e, Event::KeysExpired { .. })), "{}: keys not erased", sim.nodes[n].name);
+        assert!(
+            sim.nodes[n].has_event(|e| matches!(e, Event::KeysExpired { .. })),
+            "{}: keys not erased",
+            sim.nodes[n].name
+        );
     }
     assert_no_stale_sessions(&sim);
 }
@@ -669,8 +715,10 @@ fn persistent_keepalive_every_25_seconds_from_one_side() {
     let sends: Vec<&TxRecord> = a_node.tx.iter().filter(|r| r.at > last_data).collect();
     // Persistent keepalives: A's keepalives other than the confirmation it
     // sends right after completing a (re)handshake.
-    let handshakes: Vec<Instant> = a_node.events.iter().filter(|(_, e)| matches!(e, Event::HandshakeCompleted { .. })).map(|x| x.0).collect();
-    let persistent: Vec<Instant> = sends.iter().filter(|r| r.is_keepalive() && !handshakes.contains(&r.at)).map(|r| r.at).collect();
+    let handshakes: Vec<Instant> =
+        a_node.events.iter().filter(|(_, e)| matches!(e, Event::HandshakeCompleted { .. })).map(|x| x.0).collect();
+    let persistent: Vec<Instant> =
+        sends.iter().filter(|r| r.is_keepalive() && !handshakes.contains(&r.at)).map(|r| r.at).collect();
     let rekeys = sends.iter().filter(|r| r.kind == MSG_INITIATION).count();
     eprintln!("{} persistent keepalives and {rekeys} rekeys in 600 s idle", persistent.len());
     assert!((23..=24).contains(&persistent.len()), "{} keepalives in 600 s", persistent.len());
@@ -694,4 +742,3 @@ fn persistent_keepalive_every_25_seconds_from_one_side() {
     assert!(!sim.nodes[a].has_event(|e| matches!(e, Event::KeysExpired { .. } | Event::HandshakeFailed { .. })));
     assert_no_stale_sessions(&sim);
 }
-

@@ -5,7 +5,6 @@ use omni_core::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-
 fn ipv4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let len = 20 + payload.len();
     let mut p = vec![0u8; len];
@@ -50,8 +49,10 @@ fn two_nodes<CA: CryptoProvider, CB: CryptoProvider>() {
     let kb = StaticSecret::random(&mut rng);
     let pa = ka.public_key::<CA>();
     let pb = kb.public_key::<CB>();
-    let mut a: Node<CA, ChaCha20Rng, Heap> = Node::new(NodeConfig { private_key: Some(ka), ..Default::default() }, ChaCha20Rng::seed_from_u64(2));
-    let mut b: Node<CB, ChaCha20Rng, Heap> = Node::new(NodeConfig { private_key: Some(kb), ..Default::default() }, ChaCha20Rng::seed_from_u64(3));
+    let mut a: Node<CA, ChaCha20Rng, Heap> =
+        Node::new(NodeConfig { private_key: Some(ka), ..Default::default() }, ChaCha20Rng::seed_from_u64(2));
+    let mut b: Node<CB, ChaCha20Rng, Heap> =
+        Node::new(NodeConfig { private_key: Some(kb), ..Default::default() }, ChaCha20Rng::seed_from_u64(3));
     let addr_a: std::net::SocketAddr = "127.0.0.1:1000".parse().unwrap();
     let addr_b: std::net::SocketAddr = "127.0.0.1:2000".parse().unwrap();
     let now = Instant::from_secs(1);

@@ -30,8 +30,8 @@ impl core::fmt::Debug for AwsLcSecret {
 
 impl AeadKey for AwsLcAeadKey {
     fn new(key: &[u8; 32]) -> Self {
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, key)
-            .or_else(|_| UnboundKey::new(&CHACHA20_POLY1305, &[0u8; 32]));
+        let unbound =
+            UnboundKey::new(&CHACHA20_POLY1305, key).or_else(|_| UnboundKey::new(&CHACHA20_POLY1305, &[0u8; 32]));
         match unbound {
             Ok(k) => AwsLcAeadKey(LessSafeKey::new(k)),
             Err(_) => unreachable_key(),

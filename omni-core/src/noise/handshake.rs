@@ -158,7 +158,9 @@ impl<C: CryptoProvider> core::fmt::Debug for InitiatorState<C> {
 }
 
 /// A fresh ephemeral key pair, parsed once for all the DH operations it takes part in.
-fn ephemeral<C: CryptoProvider>(rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng)) -> (C::X25519Secret, [u8; 32]) {
+fn ephemeral<C: CryptoProvider>(
+    rng: &mut (impl rand_core::RngCore + rand_core::CryptoRng),
+) -> (C::X25519Secret, [u8; 32]) {
     let mut bytes = [0u8; 32];
     rng.fill_bytes(&mut bytes);
     let secret = C::x25519_secret(&bytes);

@@ -119,12 +119,7 @@ impl Link {
     }
     /// Latency uniform in `[min_ms, max_ms)`.
     pub fn lossy(min_ms: u64, max_ms: u64, loss: f64, duplicate: f64) -> Self {
-        Link {
-            latency: Duration::from_millis(min_ms),
-            jitter: Duration::from_millis(max_ms - min_ms),
-            loss,
-            duplicate,
-        }
+        Link { latency: Duration::from_millis(min_ms), jitter: Duration::from_millis(max_ms - min_ms), loss, duplicate }
     }
     /// Drops everything (a cut cable / firewall).
     pub fn down() -> Self {
@@ -532,7 +527,14 @@ impl Sim {
             _ => self.default_link,
         };
         if self.uniform() < link.loss {
-            self.dropped.push(DropRecord { at: self.now, from, to, len: data.len(), kind: kind(&data), reason: DropReason::Loss });
+            self.dropped.push(DropRecord {
+                at: self.now,
+                from,
+                to,
+                len: data.len(),
+                kind: kind(&data),
+                reason: DropReason::Loss,
+            });
             return;
         }
         let copies = if self.uniform() < link.duplicate { 2 } else { 1 };
@@ -619,12 +621,26 @@ impl Sim {
     fn deliver(&mut self, d: Datagram) {
         if let Some(f) = self.filter.as_mut() {
             if !f(self.now, &d) {
-                self.dropped.push(DropRecord { at: self.now, from: d.from, to: d.to, len: d.data.len(), kind: d.kind(), reason: DropReason::Filtered });
+                self.dropped.push(DropRecord {
+                    at: self.now,
+                    from: d.from,
+                    to: d.to,
+                    len: d.data.len(),
+                    kind: d.kind(),
+                    reason: DropReason::Filtered,
+                });
                 return;
             }
         }
         let Some(idx) = self.node_at(d.to) else {
-            self.dropped.push(DropRecord { at: self.now, from: d.from, to: d.to, len: d.data.len(), kind: d.kind(), reason: DropReason::Unroutable });
+            self.dropped.push(DropRecord {
+                at: self.now,
+                from: d.from,
+                to: d.to,
+                len: d.data.len(),
+                kind: d.kind(),
+                reason: DropReason::Unroutable,
+            });
             return;
         };
         if self.capture {
@@ -664,7 +680,13 @@ impl Sim {
                     self.nodes[i].node.handle_timeout(now);
                     self.drain(i);
                     if let Some(d) = self.nodes[i].node.poll_timeout() {
-                        assert!(d > now, "{}: poll_timeout {} not after handle_timeout({})", self.nodes[i].name, fmt_t(d), fmt_t(now));
+                        assert!(
+                            d > now,
+                            "{}: poll_timeout {} not after handle_timeout({})",
+                            self.nodes[i].name,
+                            fmt_t(d),
+                            fmt_t(now)
+                        );
                     }
                 }
             }
