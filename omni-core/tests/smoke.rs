@@ -148,3 +148,110 @@ fn in_place_send_and_receive() {
     let mut short = vec![4u8, 0, 0, 0, 1, 2];
     assert!(b.handle_datagram_in_place(now, sa, &mut short).is_err());
 }
+
+struct Pair {
+    a: Node<RustCrypto, ChaCha20Rng, Heap>,
+    b: Node<RustCrypto, ChaCha20Rng, Heap>,
+    ia: PeerId,
+    ib: PeerId,
+    now: Instant,
+}
+
+const SA: &str = "127.0.0.1:1";
+const SB: &str = "127.0.0.1:2";
+
+impl Pair {
+    fn new(seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let (ka, kb) = (StaticSecret::random(&mut rng), StaticSecret::random(&mut rng));
+        let (pa, pb) = (ka.public_key::<RustCrypto>(), kb.public_key::<RustCrypto>());
+        let cfg = |k| NodeConfig { private_key: Some(k), ..Default::default() };
+        let mut a = Node::new(cfg(ka), ChaCha20Rng::seed_from_u64(seed + 1));
+        let mut b = Node::new(cfg(kb), ChaCha20Rng::seed_from_u64(seed + 2));
+        let now = Instant::from_secs(10);
+        let ia = a.add_peer(now, PeerConfig { endpoint: Some(SB.parse().unwrap()), ..PeerConfig::new(pb) }).unwrap();
+        let ib = b.add_peer(now, PeerConfig::new(pa)).unwrap();
+        a.add_allowed_ip(ia, "10.0.0.2/32".parse().unwrap()).unwrap();
+        b.add_allowed_ip(ib, "10.0.0.1/32".parse().unwrap()).unwrap();
+        Pair { a, b, ia, ib, now }
+    }
+
+    /// A starts a handshake; returns how B's handling of A's initiation and
+    /// A's handling of B's response went.
+    fn handshake(
+        &mut self,
+    ) -> (Result<Received, omni_core::node::RecvError>, Option<Result<Received, omni_core::node::RecvError>>) {
+        self.now = self.now + std::time::Duration::from_secs(6);
+        assert!(self.a.initiate(self.now, self.ia));
+        let mut out = vec![0u8; 2048];
+        let t = self.a.poll_transmit(self.now, &mut out).unwrap().expect("initiation");
+        let init = out[..t.len].to_vec();
+        let mut out_b = vec![0u8; 2048];
+        let r = self.b.handle_datagram(self.now, SA.parse().unwrap(), &init, &mut out_b);
+        let Ok(Received::Reply { len }) = r else { return (r, None) };
+        let resp = out_b[..len].to_vec();
+        let r2 = self.a.handle_datagram(self.now, SB.parse().unwrap(), &resp, &mut out);
+        // Deliver A's confirming keepalive so B promotes the session.
+        while let Ok(Some(t)) = self.a.poll_transmit(self.now, &mut out) {
+            let d = out[..t.len].to_vec();
+            let _ = self.b.handle_datagram(self.now, SA.parse().unwrap(), &d, &mut out_b);
+        }
+        (Ok(Received::Reply { len }), Some(r2))
+    }
+
+    fn a_to_b(&mut self) -> bool {
+        let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"ping");
+        let mut out = vec![0u8; 2048];
+        let Ok(Sent::Transmit(t)) = self.a.send_ip(self.now, &pkt, &mut out) else { return false };
+        let mut out_b = vec![0u8; 2048];
+        matches!(self.b.handle_datagram(self.now, SA.parse().unwrap(), &out[..t.len], &mut out_b),
+            Ok(Received::Packet { len, .. }) if out_b[..len] == pkt[..])
+    }
+}
+
+#[test]
+fn psk_changes_take_effect_on_the_next_handshake() {
+    use omni_core::node::RecvError;
+    use omni_core::noise::handshake::HandshakeError;
+    let mut p = Pair::new(100);
+    assert_eq!(p.handshake().1, Some(Ok(Received::Done)));
+    assert!(p.a_to_b());
+    // Only A changes its PSK: the live session keeps working, the next handshake fails.
+    let psk = PresharedKey::from_bytes([5; 32]);
+    assert!(p.a.set_preshared_key(p.ia, Some(psk.clone())));
+    assert!(p.a_to_b(), "existing session unaffected");
+    assert_eq!(p.handshake().1, Some(Err(RecvError::Handshake(HandshakeError::Decrypt))));
+    // B catches up: handshakes succeed with the new PSK.
+    assert!(p.b.set_preshared_key(p.ib, Some(psk)));
+    assert_eq!(p.handshake().1, Some(Ok(Received::Done)));
+    assert!(p.a_to_b());
+    // Removing the PSK on one side only breaks the next handshake again.
+    p.b.set_preshared_key(p.ib, None);
+    assert_eq!(p.handshake().1, Some(Err(RecvError::Handshake(HandshakeError::Decrypt))));
+}
+
+#[test]
+fn private_key_rotation_and_peer_removal() {
+    use omni_core::node::{RecvError, SendError};
+    let mut p = Pair::new(200);
+    assert_eq!(p.handshake().1, Some(Ok(Received::Done)));
+    assert!(p.a_to_b());
+    // A rotates its key: its sessions end, B no longer recognises it.
+    let new = StaticSecret::from_bytes([42; 32]);
+    let new_pub = new.public_key::<RustCrypto>();
+    p.a.set_private_key(Some(new));
+    assert_eq!(p.a.public_key(), Some(new_pub));
+    assert_eq!(p.a.peer_stats(p.ia).map(|s| s.has_session), Some(false));
+    assert_eq!(p.handshake().0, Err(RecvError::UnknownPeer));
+    // B swaps the old key for the new one: handshakes work again.
+    let old_pub = p.b.peer_stats(p.ib).unwrap().public_key;
+    assert!(p.b.remove_peer(p.ib));
+    assert_eq!(p.b.peer_by_key(&old_pub), None);
+    let mut out = vec![0u8; 2048];
+    let pkt = ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"x");
+    assert_eq!(p.b.send_ip(p.now, &pkt, &mut out), Err(SendError::NoRoute), "routes went with the peer");
+    p.ib = p.b.add_peer(p.now, PeerConfig::new(new_pub)).unwrap();
+    p.b.add_allowed_ip(p.ib, "10.0.0.1/32".parse().unwrap()).unwrap();
+    assert_eq!(p.handshake().1, Some(Ok(Received::Done)));
+    assert!(p.a_to_b());
+}
