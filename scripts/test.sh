@@ -2,7 +2,8 @@
 # The project's test command (README.md). Runs every check CI runs, in order,
 # and ends with a "N passed, M failed" line. Needs: stable Rust with the
 # thumbv7em-none-eabihf and thumbv6m-none-eabi targets, nightly + cargo-fuzz
-# for the fuzz step (.ci/run installs all of it).
+# for the fuzz step; root and the Debian packages listed in .ci/run for the
+# omni-daemon namespace tests (.ci/run installs all of it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,15 @@ step "demo runs" bash -c 'cargo run -q -p omni-core --example demo | tail -3 | g
 if [ "${SKIP_FUZZ:-0}" != "1" ]; then
     step "fuzz every target briefly" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-all.sh
 fi
+
+step "clippy (omni-daemon)" cargo clippy -p omni-daemon --all-targets -- -D warnings
+step "omni-daemon unit tests (UAPI parser/serializer, netlink, sockets)" cargo test -p omni-daemon
+# The namespace tests need root, wireguard-tools, wireguard-go, iproute2,
+# socat, iperf3 and ping (.ci/run installs them).
+step "omni-daemon <-> wireguard-go across network namespaces (+ iperf3, 131072 allowed IPs)" \
+    bash omni-daemon/tests/netns-interop.sh wireguard-go --bulk
+step "omni-daemon <-> omni-daemon across network namespaces (+ iperf3, 131072 allowed IPs)" \
+    bash omni-daemon/tests/netns-interop.sh omni-daemon --bulk
 
 echo
 if [ "$failed" -gt 0 ]; then

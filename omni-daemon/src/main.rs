@@ -1,0 +1,95 @@
+//! `omni-daemon`: the Linux host of omni-core.
+//!
+//! The binary is a small CLI that dispatches to a mode. Today there is one:
+//! `wg`, a drop-in userspace WireGuard following the contract wireguard-go
+//! and boringtun-cli follow (`omni-daemon IFNAME` creates the TUN interface
+//! and serves the UAPI socket `/var/run/wireguard/IFNAME.sock`, so `wg`,
+//! `wg-quick` and friends work unchanged). The Nucleus server and client
+//! modes will be further variants of [`Mode`] sharing the same modules:
+//!
+//! - [`tun`]: the TUN device (creation, name, current network namespace);
+//! - [`netlink`]: link MTU queries and link-change notifications;
+//! - [`udp`]: the WireGuard UDP sockets (IPv4 + IPv6, fwmark);
+//! - [`device`]: the node and its sockets, configuration as UAPI sees it;
+//! - [`uapi`]: the cross-platform UAPI protocol and its unix-socket server;
+//! - [`event_loop`]: the data plane (one thread, `ppoll` until the node's next deadline).
+
+mod clock;
+mod daemon;
+mod device;
+mod event_loop;
+mod netlink;
+mod tun;
+mod uapi;
+mod udp;
+mod wg;
+
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Userspace WireGuard interface driven by `wg` over the UAPI socket.
+    Wg,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "omni-daemon", version, about = "Userspace WireGuard (omni-core) for Linux")]
+struct Cli {
+    /// Interface to create (`wg` mode), e.g. wg0.
+    interface: Option<String>,
+
+    /// Stay in the foreground instead of detaching (also: WG_PROCESS_FOREGROUND=1).
+    #[arg(short, long)]
+    foreground: bool,
+
+    /// What to run.
+    #[arg(long, value_enum, default_value = "wg")]
+    mode: Mode,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive
+    /// list (overrides RUST_LOG; default info).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let explicit_log = cli.log_level.is_some() || std::env::var_os("RUST_LOG").is_some();
+    let filter = match &cli.log_level {
+        Some(level) => EnvFilter::try_new(level),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("omni-daemon: bad log level: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let result = match cli.mode {
+        Mode::Wg => {
+            let Some(interface) = cli.interface else {
+                eprintln!("omni-daemon: usage: omni-daemon [-f/--foreground] INTERFACE-NAME");
+                return ExitCode::from(2);
+            };
+            let foreground = cli.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+            wg::run(wg::Options { interface, foreground, keep_stderr: explicit_log })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
