@@ -507,14 +507,20 @@ where
         }
     }
 
+    /// The peer's preshared key, if one is set (for the UAPI's `get`).
+    pub fn preshared_key(&self, id: PeerId) -> Option<PresharedKey> {
+        self.peer(id).map(|p| p.statik.psk.clone()).filter(|k| !k.is_zero())
+    }
+
+    /// Sets where the peer is reached. Packets queued while it had no
+    /// endpoint start moving (a handshake is started for them).
     pub fn set_endpoint(&mut self, id: PeerId, endpoint: Option<SocketAddr>) -> bool {
-        match self.peer_mut(id) {
-            Some(p) => {
-                p.endpoint = endpoint;
-                true
-            }
-            None => false,
+        let Some(p) = self.peer_mut(id) else { return false };
+        p.endpoint = endpoint;
+        if endpoint.is_some() && p.has_staged() {
+            self.want(id, |p| p.want_initiation = true);
         }
+        true
     }
 
     /// Sets the persistent keepalive interval in seconds (`None` or 0 disables).

@@ -255,3 +255,20 @@ fn private_key_rotation_and_peer_removal() {
     assert_eq!(p.handshake().1, Some(Ok(Received::Done)));
     assert!(p.a_to_b());
 }
+
+#[test]
+fn queued_packets_move_once_an_endpoint_is_set_and_psk_reads_back() {
+    let mut p = Pair::new(300);
+    assert!(p.a.set_endpoint(p.ia, None));
+    let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"waiting for an endpoint");
+    let mut out = vec![0u8; 2048];
+    assert!(matches!(p.a.send_ip(p.now, &pkt, &mut out), Ok(Sent::Queued { .. })));
+    assert_eq!(p.a.poll_transmit(p.now, &mut out), Ok(None), "nowhere to send yet");
+    p.a.set_endpoint(p.ia, Some(SB.parse().unwrap()));
+    let t = p.a.poll_transmit(p.now, &mut out).unwrap().expect("an initiation for the queued packet");
+    assert_eq!(t.len, 148);
+
+    assert!(p.a.preshared_key(p.ia).is_none());
+    p.a.set_preshared_key(p.ia, Some(PresharedKey::from_bytes([9; 32])));
+    assert_eq!(p.a.preshared_key(p.ia).map(|k| k.to_hex().as_str().to_string()), Some("09".repeat(32)));
+}
