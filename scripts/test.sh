@@ -54,6 +54,12 @@ if [ "${SKIP_FUZZ:-0}" != "1" ]; then
     step "fuzz every target briefly" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash fuzz/run-all.sh
 fi
 
+# omni-ffi: bindings freshness, C (valgrind), JNI (-Xcheck:jni), Python,
+# Kotlin, the Swift C header, mobile cargo check (omni-ffi/install-deps.sh
+# installs the toolchains; .ci/run runs it).
+step "omni-ffi bindings: C, JNI, Python, Kotlin, Swift header, Android/iOS check" \
+    bash omni-ffi/tests/run-binding-tests.sh
+
 step "clippy (omni-daemon)" cargo clippy -p omni-daemon --all-targets -- -D warnings
 step "omni-daemon unit tests (UAPI parser/serializer, netlink, sockets)" cargo test -p omni-daemon
 # The namespace tests need root, wireguard-tools, wireguard-go, iproute2,
