@@ -60,6 +60,12 @@ fi
 step "omni-ffi bindings: C, JNI, Python, Kotlin, Swift header, Android/iOS check" \
     bash omni-ffi/tests/run-binding-tests.sh
 
+# firmware/ + hil-tests/: firmware booted under QEMU mps2-an385 talks to an
+# omni-core host peer and to wireguard-go; reboot/TAI64N; board builds;
+# footprint report (hil-tests/install-deps.sh installs QEMU and defmt-print).
+step "firmware under QEMU against omni-core and wireguard-go peers, board builds, footprint" \
+    bash hil-tests/run.sh
+
 step "clippy (omni-daemon)" cargo clippy -p omni-daemon --all-targets -- -D warnings
 step "omni-daemon unit tests (UAPI parser/serializer, netlink, sockets)" cargo test -p omni-daemon
 # The namespace tests need root, wireguard-tools, wireguard-go, iproute2,
