@@ -44,6 +44,7 @@ pub mod crypto;
 pub mod keys;
 pub mod node;
 pub mod noise;
+pub mod nucleus;
 pub mod peer;
 pub mod replay;
 pub mod session;
@@ -54,5 +55,5 @@ pub mod wire;
 
 pub use allowed_ips::AllowedIp;
 pub use keys::{PresharedKey, PublicKey, StaticSecret};
-pub use node::{Event, Node, NodeConfig, PeerConfig, PeerId, Transmit};
+pub use node::{Event, Incoming, Node, NodeConfig, PeerConfig, PeerId, Transmit};
 pub use time::{Instant, WallTime};

@@ -118,6 +118,20 @@ pub enum Received {
     Packet { peer: PeerId, len: usize },
 }
 
+/// What [`Node::handle_datagram_with_control`] produced: everything
+/// [`Node::handle_datagram`] reports, plus signaling from control peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// What [`Node::handle_datagram`] would have returned.
+    Received(Received),
+    /// `out[..len]` (in place: `buf[IN_PLACE_OFFSET..][..len]`) is an
+    /// authenticated signaling payload from `peer`, a control peer (see
+    /// [`Node::set_control_peer`]). It is not an IP packet: hand it to the
+    /// signaling layer (e.g. `nucleus::NucleusClient::handle_control`), never
+    /// to the TUN device. `len` includes WireGuard's zero padding.
+    Control { peer: PeerId, len: usize },
+}
+
 /// What [`Node::send_ip`] did with the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -185,6 +199,12 @@ pub enum RecvError {
     },
     /// We have no private key yet.
     NoPrivateKey,
+    /// An authenticated signaling payload from a control peer reached
+    /// [`Node::handle_datagram`], which only reports IP packets: hosts that
+    /// mark control peers call [`Node::handle_datagram_with_control`].
+    ControlPayload {
+        peer: PeerId,
+    },
 }
 
 /// Errors of [`Node::add_peer`].
@@ -307,6 +327,14 @@ impl<C: CryptoProvider, R, S: Storage<C>> core::fmt::Debug for Node<C, R, S> {
 fn jitter(rng: &mut impl rand_core::RngCore) -> Duration {
     let max = u32::try_from(REKEY_TIMEOUT_JITTER_MAX.as_millis()).unwrap_or(333);
     Duration::from_millis(u64::from(rng.next_u32().checked_rem(max.saturating_add(1)).unwrap_or(0)))
+}
+
+/// The [`Node::handle_datagram`] view of an [`Incoming`].
+fn only_received(r: Result<Incoming, RecvError>) -> Result<Received, RecvError> {
+    match r? {
+        Incoming::Received(r) => Ok(r),
+        Incoming::Control { peer, .. } => Err(RecvError::ControlPayload { peer }),
+    }
 }
 
 /// Destination address of an IP packet (for routing on send).
@@ -505,6 +533,26 @@ where
             }
             None => false,
         }
+    }
+
+    /// Marks the peer as a control peer (the Nucleus): its decrypted
+    /// non-empty payloads are signaling messages, reported by
+    /// [`handle_datagram_with_control`](Self::handle_datagram_with_control) as
+    /// [`Incoming::Control`] and never checked against allowed IPs or handed
+    /// out as IP packets. Returns whether the peer exists.
+    pub fn set_control_peer(&mut self, id: PeerId, control: bool) -> bool {
+        match self.peer_mut(id) {
+            Some(p) => {
+                p.control = control;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether [`set_control_peer`](Self::set_control_peer) marked the peer.
+    pub fn is_control_peer(&self, id: PeerId) -> bool {
+        self.peer(id).is_some_and(|p| p.control)
     }
 
     /// The peer's preshared key, if one is set (for the UAPI's `get`).
@@ -734,6 +782,9 @@ where
     }
 
     /// Processes one UDP datagram from `from`. See the calling rules on [`Node`].
+    /// A payload from a control peer is refused with
+    /// [`RecvError::ControlPayload`]: hosts with control peers call
+    /// [`handle_datagram_with_control`](Self::handle_datagram_with_control).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -741,6 +792,18 @@ where
         datagram: &[u8],
         out: &mut [u8],
     ) -> Result<Received, RecvError> {
+        only_received(self.handle_datagram_with_control(now, from, datagram, out))
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) for hosts with control peers
+    /// (a Nucleus): their signaling payloads come back as [`Incoming::Control`].
+    pub fn handle_datagram_with_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Result<Incoming, RecvError> {
         let now = self.clamp(now);
         let msg = wire::parse(datagram).map_err(RecvError::Malformed)?;
         match msg {
@@ -749,9 +812,9 @@ where
                 buf.copy_from_slice(payload);
                 self.recv_transport(now, from, datagram.len(), header, buf)
             }
-            Message::Initiation(init) => self.recv_initiation(now, from, datagram, &init, out),
-            Message::Response(resp) => self.recv_response(now, from, datagram, &resp, out),
-            Message::CookieReply(reply) => self.recv_cookie_reply(now, &reply),
+            Message::Initiation(init) => self.recv_initiation(now, from, datagram, &init, out).map(Incoming::Received),
+            Message::Response(resp) => self.recv_response(now, from, datagram, &resp, out).map(Incoming::Received),
+            Message::CookieReply(reply) => self.recv_cookie_reply(now, &reply).map(Incoming::Received),
         }
     }
 
@@ -764,6 +827,17 @@ where
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<Received, RecvError> {
+        only_received(self.handle_datagram_in_place_with_control(now, from, buf))
+    }
+
+    /// Zero-copy [`handle_datagram_with_control`](Self::handle_datagram_with_control):
+    /// a signaling payload ends up at `buf[IN_PLACE_OFFSET..][..len]`.
+    pub fn handle_datagram_in_place_with_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Result<Incoming, RecvError> {
         if wire::message_type(buf) == Some(MSG_TRANSPORT) {
             let now = self.clamp(now);
             let (header, _) = TransportHeader::parse(buf).map_err(RecvError::Malformed)?;
@@ -784,7 +858,7 @@ where
             }
             None => return Err(RecvError::Malformed(WireError::BadLength { expected: INITIATION_LEN, got: n })),
         };
-        self.handle_datagram(now, from, datagram, buf)
+        self.handle_datagram_with_control(now, from, datagram, buf)
     }
 
     fn recv_transport(
@@ -794,7 +868,7 @@ where
         datagram_len: usize,
         header: TransportHeader,
         buf: &mut [u8],
-    ) -> Result<Received, RecvError> {
+    ) -> Result<Incoming, RecvError> {
         let id = *self.indexes.get(&header.receiver).ok_or(RecvError::UnknownIndex)?;
         let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
         let slot = peer.slot_of(header.receiver).ok_or(RecvError::UnknownIndex)?;
@@ -834,15 +908,18 @@ where
             });
         }
         if plain_len == 0 {
-            return Ok(Received::Done); // keepalive
+            return Ok(Incoming::Received(Received::Done)); // keepalive
         }
         self.on_data_received(now, id);
+        if self.peer(id).is_some_and(|p| p.control) {
+            return Ok(Incoming::Control { peer: id, len: plain_len });
+        }
         let plain = buf.get(..plain_len).unwrap_or(&[]);
         let (src, len) = ip_source_and_len(plain).ok_or(RecvError::NotIp)?;
         if self.routes.lookup(src) != Some(id) {
             return Err(RecvError::DisallowedSource { peer: id });
         }
-        Ok(Received::Packet { peer: id, len })
+        Ok(Incoming::Received(Received::Packet { peer: id, len }))
     }
 
     /// Cookie-mode gate shared by both handshake messages. Returns

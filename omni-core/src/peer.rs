@@ -55,6 +55,9 @@ pub struct Peer<C: CryptoProvider> {
     pub(crate) need_another_keepalive: bool,
     pub(crate) rekey_requested: bool,
     pub(crate) in_pending: bool,
+    /// Decrypted payloads from this peer are signaling (the Nucleus), not IP
+    /// packets: see [`Node::set_control_peer`](crate::Node::set_control_peer).
+    pub(crate) control: bool,
     #[cfg(feature = "alloc")]
     pub(crate) staged: VecDeque<Vec<u8>>,
 }
@@ -96,6 +99,7 @@ impl<C: CryptoProvider> Peer<C> {
             need_another_keepalive: false,
             rekey_requested: false,
             in_pending: false,
+            control: false,
             #[cfg(feature = "alloc")]
             staged: VecDeque::new(),
         }
