@@ -12,7 +12,7 @@ strict=0
 over=0
 
 section() { size -A "$1" | awk -v s="$2" '$1 == s { print $2 }'; }
-symbol() { local h; h=$(nm -S -C "$1" | awk -v s="$2" 'index($0, s) { print $2; exit }'); [[ -n "$h" ]] && echo $((16#$h)); }
+symbol() { local h; h=$(nm -S -C "$1" | awk -v s="$2" 'index($0, s) { print $2; exit }'); if [[ -n "$h" ]]; then echo $((16#$h)); fi; }
 
 printf '%-22s %5s %8s %9s %8s %8s %7s %6s\n' target peers flash ram node x25519tbl text rodata
 for target in thumbv7em-none-eabihf thumbv6m-none-eabi; do

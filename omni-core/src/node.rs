@@ -6,14 +6,14 @@ use core::time::Duration;
 
 use crate::allowed_ips::{AllowedIp, RouteTable, TableFull};
 use crate::constants::*;
-use crate::cookie::{verify_mac1, CookieChecker, RateLimiter};
+use crate::cookie::{verify_mac1, CookieChecker};
 use crate::crypto::CryptoProvider;
 use crate::keys::{PresharedKey, PublicKey, StaticSecret};
 use crate::noise::handshake::{self, HandshakeError, LocalStatic, PeerStatic};
 use crate::noise::tai64n::Tai64N;
 use crate::peer::{Peer, Slot};
 use crate::session::{sealed_len, OpenError, Session};
-use crate::storage::{Fifo, Map, Slab, Storage};
+use crate::storage::{Fifo, Map, Slab, SourceLimiter, Storage};
 use crate::time::{Instant, WallTime};
 use crate::timers::Timer;
 use crate::wire::{self, CookieReply, Initiation, Message, Response, TransportHeader, WireError};
@@ -256,11 +256,8 @@ enum Payload<'a> {
     InPlace(usize),
 }
 
-const EVENT_CAPACITY: usize = 64;
 /// Keys are erased after three Reject-After-Times without a new session.
 const ZERO_KEYS_AFTER: Duration = Duration::from_secs(REJECT_AFTER_TIME.as_secs() * 3);
-/// Sources tracked by the handshake rate limiter (bounded memory under floods).
-const LIMITER_SOURCES: usize = 256;
 
 /// A WireGuard node: our identity, a table of peers, cryptokey routing.
 ///
@@ -294,13 +291,13 @@ const LIMITER_SOURCES: usize = 256;
 pub struct Node<C: CryptoProvider, R, S: Storage<C>> {
     local: Option<LocalStatic<C>>,
     cookie_checker: Option<CookieChecker>,
-    limiter: RateLimiter<LIMITER_SOURCES>,
+    limiter: S::Limiter,
     peers: S::Peers,
     keys: S::Keys,
     indexes: S::Indexes,
     routes: S::Routes,
     pending: S::Pending,
-    events: heapless::Deque<Event, EVENT_CAPACITY>,
+    events: S::Events,
     events_dropped: u64,
     rng: R,
     config: NodeConfig,
@@ -374,13 +371,13 @@ where
         let mut node = Node {
             local: None,
             cookie_checker: None,
-            limiter: RateLimiter::default(),
+            limiter: Default::default(),
             peers: Default::default(),
             keys: Default::default(),
             indexes: Default::default(),
             routes: Default::default(),
             pending: Default::default(),
-            events: heapless::Deque::new(),
+            events: Default::default(),
             events_dropped: 0,
             rng,
             config: NodeConfig { private_key: None, ..config.clone() },
@@ -1368,7 +1365,7 @@ where
     }
 
     fn push_event(&mut self, e: Event) {
-        if self.events.push_back(e).is_err() {
+        if self.events.len() >= S::MAX_EVENTS || self.events.push_back(e).is_err() {
             self.events_dropped = self.events_dropped.saturating_add(1);
         }
     }

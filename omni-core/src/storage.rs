@@ -3,10 +3,13 @@
 //! on demand and uses a trie and B-trees so large configurations stay fast.
 
 use crate::allowed_ips::{FixedRoutes, RouteTable};
+use crate::cookie::RateLimiter;
 use crate::crypto::CryptoProvider;
 use crate::keys::PublicKey;
-use crate::node::PeerId;
+use crate::node::{Event, PeerId};
 use crate::peer::Peer;
+use crate::time::Instant;
+use core::net::IpAddr;
 
 /// A slot table: stable indices, reused after removal.
 pub trait Slab<T> {
@@ -37,6 +40,10 @@ pub trait Fifo<T> {
     fn push_back(&mut self, v: T) -> Result<(), T>;
     fn pop_front(&mut self) -> Option<T>;
     fn front(&self) -> Option<&T>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The bundle of table types a [`Node`](crate::Node) uses.
@@ -46,20 +53,44 @@ pub trait Storage<C: CryptoProvider> {
     type Indexes: Map<u32, PeerId> + Default;
     type Routes: RouteTable<PeerId> + Default;
     type Pending: Fifo<PeerId> + Default;
+    /// Events waiting for `poll_event` (bounded; overflow is counted).
+    type Events: Fifo<Event> + Default;
+    /// The per-source handshake limiter (its capacity bounds memory under floods).
+    type Limiter: Default + SourceLimiter;
+    /// At most this many events are kept.
+    const MAX_EVENTS: usize;
 }
 
 /// Fixed capacities for `no_std` without `alloc`: `PEERS` peers, `ROUTES`
 /// allowed-IP entries in total, `INDEXES` live receiver indexes (up to four
-/// per peer: previous, current and next session plus a pending handshake).
+/// per peer: previous, current and next session plus a pending handshake),
+/// `SOURCES` addresses tracked by the handshake rate limiter. A device keeps
+/// 16 events and a small limiter: it has few peers and little RAM.
 #[derive(Debug)]
-pub struct Fixed<const PEERS: usize, const ROUTES: usize, const INDEXES: usize = 64>;
+pub struct Fixed<const PEERS: usize, const ROUTES: usize, const INDEXES: usize = 64, const SOURCES: usize = 16>;
 
-impl<C: CryptoProvider, const P: usize, const R: usize, const I: usize> Storage<C> for Fixed<P, R, I> {
+impl<C: CryptoProvider, const P: usize, const R: usize, const I: usize, const L: usize> Storage<C>
+    for Fixed<P, R, I, L>
+{
     type Peers = heapless::Vec<Option<Peer<C>>, P>;
     type Keys = heapless::Vec<(PublicKey, PeerId), P>;
     type Indexes = heapless::Vec<(u32, PeerId), I>;
     type Routes = FixedRoutes<PeerId, R>;
     type Pending = heapless::Deque<PeerId, P>;
+    type Events = heapless::Deque<Event, 16>;
+    type Limiter = RateLimiter<L>;
+    const MAX_EVENTS: usize = 16;
+}
+
+/// Admits or refuses one handshake from a source address.
+pub trait SourceLimiter {
+    fn allow(&mut self, now: Instant, ip: IpAddr) -> bool;
+}
+
+impl<const N: usize> SourceLimiter for RateLimiter<N> {
+    fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        RateLimiter::allow(self, now, ip)
+    }
 }
 
 impl<T, const N: usize> Slab<T> for heapless::Vec<Option<T>, N> {
@@ -111,6 +142,9 @@ impl<K: PartialEq, V, const N: usize> Map<K, V> for heapless::Vec<(K, V), N> {
 }
 
 impl<T, const N: usize> Fifo<T> for heapless::Deque<T, N> {
+    fn len(&self) -> usize {
+        heapless::Deque::len(self)
+    }
     fn push_back(&mut self, v: T) -> Result<(), T> {
         heapless::Deque::push_back(self, v)
     }
@@ -142,6 +176,10 @@ mod heap {
         type Indexes = BTreeMap<u32, PeerId>;
         type Routes = TrieRoutes<PeerId>;
         type Pending = VecDeque<PeerId>;
+        type Events = VecDeque<Event>;
+        /// Servers see many sources: track 256 (8 KiB).
+        type Limiter = RateLimiter<256>;
+        const MAX_EVENTS: usize = 1024;
     }
 
     impl<T> Slab<T> for Vec<Option<T>> {
@@ -180,6 +218,9 @@ mod heap {
     }
 
     impl<T> Fifo<T> for VecDeque<T> {
+        fn len(&self) -> usize {
+            VecDeque::len(self)
+        }
         fn push_back(&mut self, v: T) -> Result<(), T> {
             VecDeque::push_back(self, v);
             Ok(())
