@@ -74,6 +74,11 @@ step "omni-daemon <-> wireguard-go across network namespaces (+ iperf3, 131072 a
     bash omni-daemon/tests/netns-interop.sh wireguard-go --bulk
 step "omni-daemon <-> omni-daemon across network namespaces (+ iperf3, 131072 allowed IPs)" \
     bash omni-daemon/tests/netns-interop.sh omni-daemon --bulk
+step "omni-daemon <-> omni-daemon with offloads off (plain TUN, no UDP GSO/GRO)" \
+    env OMNI_DAEMON_OFFLOAD=0 bash omni-daemon/tests/netns-interop.sh omni-daemon --bulk
+# A benchmark, not a test: the step checks that it runs, not its figures.
+step "benchmark runs: iperf3 through omni-daemon vs wireguard-go (figures not checked)" \
+    bash omni-daemon/bench/iperf-vs-wireguard-go.sh
 
 echo
 if [ "$failed" -gt 0 ]; then

@@ -9,16 +9,18 @@
 //!
 //! - [`tun`]: the TUN device (creation, name, current network namespace);
 //! - [`netlink`]: link MTU queries and link-change notifications;
-//! - [`udp`]: the WireGuard UDP sockets (IPv4 + IPv6, fwmark);
+//! - [`udp`]: the WireGuard UDP sockets (IPv4 + IPv6, fwmark, UDP GSO/GRO);
+//! - [`offload`]: TUN segmentation offloads (cutting and merging super-packets);
 //! - [`device`]: the node and its sockets, configuration as UAPI sees it;
 //! - [`uapi`]: the cross-platform UAPI protocol and its unix-socket server;
-//! - [`event_loop`]: the data plane (one thread, `ppoll` until the node's next deadline).
+//! - [`event_loop`]: the data plane (a thread per direction, `ppoll` until the node's next deadline).
 
 mod clock;
 mod daemon;
 mod device;
 mod event_loop;
 mod netlink;
+mod offload;
 mod tun;
 mod uapi;
 mod udp;

@@ -1,7 +1,10 @@
-//! The TUN device: `/dev/net/tun` with `IFF_TUN | IFF_NO_PI`, nonblocking.
+//! The TUN device: `/dev/net/tun` with `IFF_TUN | IFF_NO_PI | IFF_VNET_HDR`,
+//! nonblocking. With the vnet header and `TUNSETOFFLOAD` the kernel may hand
+//! us TCP/UDP super-packets and take merged ones (see [`crate::offload`]);
+//! every read and write then starts with a `virtio_net_hdr`.
 //!
-//! Three ioctls are all we need from the kernel, so they are declared here
-//! rather than pulling in a TUN crate: `TUNSETIFF` (create/attach),
+//! The ioctls we need are declared here rather than pulling in a TUN crate:
+//! `TUNSETIFF` (create/attach), `TUNSETOFFLOAD` (what the kernel may send us),
 //! `TUNGETIFF` (the current name: the interface may be renamed) and
 //! `TUNGETDEVNETNS` (the namespace the interface lives in now: it may be
 //! moved with `ip link set IFNAME netns X` while our sockets stay put).
@@ -17,6 +20,13 @@ use std::os::unix::fs::OpenOptionsExt;
 const IFNAMSIZ: usize = 16;
 const IFF_TUN: i16 = 0x0001;
 const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+// TUNSETOFFLOAD flags: checksum left to us, TCP segmentation, UDP segmentation.
+const TUN_F_CSUM: libc::c_int = 0x01;
+const TUN_F_TSO4: libc::c_int = 0x02;
+const TUN_F_TSO6: libc::c_int = 0x04;
+const TUN_F_USO4: libc::c_int = 0x20;
+const TUN_F_USO6: libc::c_int = 0x40;
 
 /// `struct ifreq`: the name, then a union whose first member we use as the
 /// flags. Sized generously (the kernel copies `sizeof(struct ifreq)`, 40 bytes
@@ -36,6 +46,7 @@ impl IfReq {
 
 nix::ioctl_write_ptr_bad!(tun_set_iff, nix::request_code_write!(b'T', 202, size_of::<libc::c_int>()), IfReq);
 nix::ioctl_read_bad!(tun_get_iff, nix::request_code_read!(b'T', 210, size_of::<libc::c_uint>()), IfReq);
+nix::ioctl_write_int_bad!(tun_set_offload, nix::request_code_write!(b'T', 208, size_of::<libc::c_uint>()));
 nix::ioctl_none_bad!(tun_get_devnetns, nix::request_code_none!(b'T', 227));
 
 /// Checks a Linux interface name the way the kernel's `dev_valid_name` does.
@@ -53,12 +64,36 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Tun {
     file: File,
+    /// Reads and writes carry a `virtio_net_hdr` (see [`crate::offload`]).
+    vnet: bool,
 }
 
 impl Tun {
-    /// Creates (or attaches to an existing, unused) TUN interface `name`.
-    pub fn create(name: &str) -> io::Result<Tun> {
+    /// Creates (or attaches to an existing, unused) TUN interface `name`,
+    /// with segmentation offloads when the kernel has them (`offload`).
+    pub fn create(name: &str, offload: bool) -> io::Result<Tun> {
         validate_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if offload {
+            match Self::open(name, true) {
+                Ok(tun) => {
+                    // TCP segmentation, and UDP's where the kernel has it (6.2+).
+                    let tcp = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+                    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+                    let set = |flags| unsafe { tun_set_offload(tun.file.as_raw_fd(), flags) };
+                    if set(tcp | TUN_F_USO4 | TUN_F_USO6).is_err() {
+                        if let Err(e) = set(tcp) {
+                            tracing::debug!("TUN offloads unavailable: {e}");
+                        }
+                    }
+                    return Ok(tun);
+                }
+                Err(e) => tracing::debug!("TUN with a vnet header unavailable ({e}); plain packets"),
+            }
+        }
+        Self::open(name, false)
+    }
+
+    fn open(name: &str, vnet: bool) -> io::Result<Tun> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -66,11 +101,16 @@ impl Tun {
             .open("/dev/net/tun")?;
         let mut req = IfReq::zeroed();
         req.name[..name.len()].copy_from_slice(name.as_bytes());
-        req.flags = IFF_TUN | IFF_NO_PI;
+        req.flags = IFF_TUN | IFF_NO_PI | if vnet { IFF_VNET_HDR } else { 0 };
         // SAFETY: `req` is an initialised, large-enough `struct ifreq` that
         // outlives the call; TUNSETIFF only reads and writes within it.
         unsafe { tun_set_iff(file.as_raw_fd(), &req) }?;
-        Ok(Tun { file })
+        Ok(Tun { file, vnet })
+    }
+
+    /// Whether packets carry a `virtio_net_hdr` of [`crate::offload::VNET_HDR_LEN`] bytes.
+    pub fn vnet(&self) -> bool {
+        self.vnet
     }
 
     /// The interface's current name.
@@ -96,9 +136,9 @@ impl Tun {
         (&self.file).read(buf)
     }
 
-    /// Writes one packet.
-    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        (&self.file).write(packet)
+    /// Writes one packet, given in pieces (`writev`).
+    pub fn send_vectored(&self, pieces: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&self.file).write_vectored(pieces)
     }
 }
 

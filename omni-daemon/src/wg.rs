@@ -45,8 +45,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     signals.thread_block().context("blocking signals")?;
 
     let clock = Clock::new();
-    let tun =
-        Tun::create(&opts.interface).with_context(|| format!("cannot create TUN interface {:?}", opts.interface))?;
+    let tun = Tun::create(&opts.interface, crate::udp::offload_enabled())
+        .with_context(|| format!("cannot create TUN interface {:?}", opts.interface))?;
     let name = tun.name().context("reading the interface name")?;
     let mut link = match LinkWatch::open_here() {
         Ok(l) => Some(l),

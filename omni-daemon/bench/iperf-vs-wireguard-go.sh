@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Throughput benchmark (not a test: it fails only if something does not run):
+# iperf3 TCP through a pair of omni-daemons and through a pair of
+# wireguard-go daemons, in the same run, on the same two network namespaces
+# joined by a veth pair. Prints Mbit/s, the ratio and the daemons' CPU time
+# per Gbit (utime+stime of both daemons over the transfer, from
+# /proc/PID/stat; equal to "cores busy per Gbit/s"). Needs root, wg, ip,
+# iperf3, wireguard-go.
+#
+#   iperf-vs-wireguard-go.sh [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|wg-go]
+#
+# -t: seconds per transfer (default 10, at least 10). -r: rounds (default
+# 1); each round runs every contender once, in turn, so load from elsewhere
+# on the machine hits all of them alike, and the table shows the median per
+# contender (a fresh daemon pair per transfer). -P: parallel streams; -R:
+# reverse direction (server sends).
+#
+# Anchors: the current wireguard-go built as a Go module
+# (`GOFLAGS=-mod=mod go install golang.zx2c4.com/wireguard@latest`, binary
+# `wireguard` in $(go env GOPATH)/bin, or $WG_GO_CURRENT) when present, and
+# the distribution's `wireguard-go` (Debian's is from 2022) when present; the
+# headline ratio is against the current one if it exists. Each column label
+# names the binary and its version. OMNI_DAEMON overrides the omni-daemon
+# binary (default: a release build of this workspace).
+#
+# Everything it creates has a unique name and is removed on every exit path;
+# every wait is bounded; all traffic stays inside its own namespaces.
+set -euo pipefail
+
+SECS=10
+ROUNDS=1
+STREAMS=1
+REVERSE=""
+ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -t) SECS=$2; shift 2 ;;
+    -r) ROUNDS=$2; shift 2 ;;
+    -P) STREAMS=$2; shift 2 ;;
+    -R) REVERSE=-R; shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    *)
+        echo "usage: $0 [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|wg-go]" >&2
+        exit 2
+        ;;
+    esac
+done
+[ "$SECS" -ge 10 ] 2>/dev/null || { echo "-t must be at least 10 seconds" >&2; exit 2; }
+[ "$ROUNDS" -ge 1 ] 2>/dev/null || { echo "-r must be at least 1" >&2; exit 2; }
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+
+if [ "$(id -u)" != 0 ]; then
+    echo "needs root (network namespaces, TUN)" >&2
+    exit 1
+fi
+for tool in wg ip iperf3 timeout awk; do
+    command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 1; }
+done
+
+if [ -z "${OMNI_DAEMON:-}" ]; then
+    cargo build -q --release -p omni-daemon
+    OMNI_DAEMON="$TARGET_DIR/release/omni-daemon"
+fi
+
+# The anchors: label|binary, current first.
+ANCHORS=()
+WG_GO_CURRENT="${WG_GO_CURRENT:-$(command -v go >/dev/null && echo "$(go env GOPATH)/bin/wireguard" || true)}"
+version_of() { "$1" --version 2>/dev/null | awk 'NR == 1 { print $2 }'; }
+if [ -n "$WG_GO_CURRENT" ] && [ -x "$WG_GO_CURRENT" ]; then
+    ANCHORS+=("wireguard-go $(version_of "$WG_GO_CURRENT") (Go module)|$WG_GO_CURRENT")
+fi
+if command -v wireguard-go >/dev/null; then
+    ANCHORS+=("wireguard-go $(version_of "$(command -v wireguard-go)") (distribution)|$(command -v wireguard-go)")
+fi
+[ "$ONLY" = omni ] && ANCHORS=()
+if [ ${#ANCHORS[@]} = 0 ] && [ "$ONLY" != omni ]; then
+    echo "no wireguard-go found (install the Debian package or the Go module, see the header)" >&2
+    exit 1
+fi
+
+ID=$$
+NS_A="omnibench-a-$ID"
+NS_B="omnibench-b-$ID"
+VETH_A="vba$ID"
+VETH_B="vbb$ID"
+SOCK_DIR=/var/run/wireguard
+TMP=$(mktemp -d)
+PIDS=()
+IFACES=()
+HZ=$(getconf CLK_TCK)
+
+log() { echo "[$(date +%T)] $*" >&2; }
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT
+    if [ "$rc" != 0 ]; then
+        for f in "$TMP"/*.log; do
+            [ -f "$f" ] || continue
+            echo "----- $f (last 20 lines)" >&2
+            tail -n 20 "$f" >&2
+        done
+    fi
+    # Only processes this script started live in these namespaces.
+    for ns in "$NS_A" "$NS_B"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            kill "$pid" 2>/dev/null
+        done
+    done
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null
+    done
+    sleep 0.3
+    for ns in "$NS_A" "$NS_B"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            kill -9 "$pid" 2>/dev/null
+        done
+        ip netns del "$ns" 2>/dev/null
+    done
+    for ifname in "${IFACES[@]}"; do
+        rm -f "$SOCK_DIR/$ifname.sock"
+    done
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+in_a() { timeout 60 ip netns exec "$NS_A" "$@"; }
+in_b() { timeout 60 ip netns exec "$NS_B" "$@"; }
+WG_BIN=$(command -v wg)
+wg() { timeout 30 "$WG_BIN" "$@"; }
+
+wait_socket() {
+    timeout 10 bash -c "until [ -S '$SOCK_DIR/$1.sock' ]; do sleep 0.05; done" ||
+        fail "no UAPI socket for $1"
+}
+
+# cpu_ticks PID...: utime + stime of the processes (all threads), in ticks.
+cpu_ticks() {
+    local total=0 pid t
+    for pid in "$@"; do
+        # Fields 14 and 15 counted after the ")" that closes the command name.
+        t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+ip netns add "$NS_A"
+ip netns add "$NS_B"
+ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_B" netns "$NS_B"
+in_a ip link set lo up
+in_b ip link set lo up
+in_a ip addr add 192.168.243.1/24 dev "$VETH_A"
+in_b ip addr add 192.168.243.2/24 dev "$VETH_B"
+in_a ip link set "$VETH_A" up
+in_b ip link set "$VETH_B" up
+
+umask 077
+wg genkey >"$TMP/a.key"
+wg genkey >"$TMP/b.key"
+PUB_A=$(wg pubkey <"$TMP/a.key")
+PUB_B=$(wg pubkey <"$TMP/b.key")
+
+# run_pair N LABEL KIND BINARY: starts a daemon pair, runs iperf3, prints
+# "LABEL|Mbit/s|CPU seconds" and tears the pair down.
+run_pair() {
+    local n=$1 label=$2 kind=$3 bin=$4
+    local if_a="obA$n$ID" if_b="obB$n$ID" pid_a pid_b
+    if_a=${if_a:0:15}
+    if_b=${if_b:0:15}
+    IFACES+=("$if_a" "$if_b")
+    log "$label: starting the pair ($bin)"
+    if [ "$kind" = omni ]; then
+        ip netns exec "$NS_A" "$bin" -f --log-level warn "$if_a" >"$TMP/$n-a.log" 2>&1 &
+        pid_a=$!
+        ip netns exec "$NS_B" "$bin" -f --log-level warn "$if_b" >"$TMP/$n-b.log" 2>&1 &
+        pid_b=$!
+    else
+        ip netns exec "$NS_A" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error \
+            "$bin" -f "$if_a" >"$TMP/$n-a.log" 2>&1 &
+        pid_a=$!
+        ip netns exec "$NS_B" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error \
+            "$bin" -f "$if_b" >"$TMP/$n-b.log" 2>&1 &
+        pid_b=$!
+    fi
+    PIDS+=("$pid_a" "$pid_b")
+    wait_socket "$if_a"
+    wait_socket "$if_b"
+    in_a wg set "$if_a" private-key "$TMP/a.key" listen-port 51900 \
+        peer "$PUB_B" endpoint 192.168.243.2:51901 allowed-ips 10.243.0.2/32
+    in_b wg set "$if_b" private-key "$TMP/b.key" listen-port 51901 \
+        peer "$PUB_A" endpoint 192.168.243.1:51900 allowed-ips 10.243.0.1/32
+    in_a ip addr add 10.243.0.1/24 dev "$if_a"
+    in_b ip addr add 10.243.0.2/24 dev "$if_b"
+    in_a ip link set "$if_a" up
+    in_b ip link set "$if_b" up
+    timeout 20 ip netns exec "$NS_A" ping -c 1 -W 5 10.243.0.2 >/dev/null || fail "$label: no ping through the tunnel"
+
+    in_b iperf3 -s -1 -B 10.243.0.2 -p 5209 >"$TMP/$n-server.log" 2>&1 &
+    timeout 10 bash -c "until ip netns exec '$NS_B' ss -ltn | grep -q '10.243.0.2:5209 '; do sleep 0.1; done" ||
+        fail "$label: iperf3 server did not start"
+    local c0 c1 rate
+    c0=$(cpu_ticks "$pid_a" "$pid_b")
+    timeout $((SECS + 30)) ip netns exec "$NS_A" iperf3 -c 10.243.0.2 -p 5209 -t "$SECS" -P "$STREAMS" \
+        $REVERSE -f m >"$TMP/$n-client.log" 2>&1 || { cat "$TMP/$n-client.log" >&2; fail "$label: iperf3"; }
+    c1=$(cpu_ticks "$pid_a" "$pid_b")
+    # The receiver's total (the [SUM] line with several streams).
+    rate=$(awk '/receiver/ { r = $(NF - 2) } END { print r }' "$TMP/$n-client.log")
+    [ -n "$rate" ] || { cat "$TMP/$n-client.log" >&2; fail "$label: no iperf3 result"; }
+    log "$label: $rate Mbit/s, daemons' CPU $(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') s"
+    echo "$label|$rate|$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" >>"$TMP/results"
+
+    kill "$pid_a" "$pid_b" 2>/dev/null || true
+    timeout 10 bash -c "while [ -e /proc/$pid_a ] || [ -e /proc/$pid_b ]; do sleep 0.1; done" 2>/dev/null || true
+    in_a ip link del "$if_a" 2>/dev/null || true
+    in_b ip link del "$if_b" 2>/dev/null || true
+}
+
+: >"$TMP/results"
+n=0
+for round in $(seq "$ROUNDS"); do
+    [ "$ROUNDS" = 1 ] || log "round $round of $ROUNDS"
+    if [ "$ONLY" != wg-go ]; then
+        run_pair $n "omni-daemon" omni "$OMNI_DAEMON"
+        n=$((n + 1))
+    fi
+    for anchor in "${ANCHORS[@]}"; do
+        run_pair $n "${anchor%%|*}" wg-go "${anchor#*|}"
+        n=$((n + 1))
+    done
+done
+
+echo
+echo "iperf3 TCP, $STREAMS stream(s), ${SECS} s${REVERSE:+, reverse}, $ROUNDS round(s) (median shown)," \
+    "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), kernel $(uname -r)"
+# Per contender (in order of first appearance): the median rate, and the
+# CPU per Gbit of the run that gave it (the lower middle one for an even count).
+awk -F'|' -v secs="$SECS" '
+    !($1 in count) { order[++k] = $1 }
+    { i = ++count[$1]; rate[$1, i] = $2; cpu[$1, i] = $3; all[$1] = all[$1] sprintf(" %.0f", $2) }
+    END {
+        printf "%-44s %10s %14s %8s   %s\n", "", "Mbit/s", "CPU s / Gbit", "ratio", "(every run, Mbit/s)"
+        for (j = 1; j <= k; j++) {
+            l = order[j]; n = count[l]
+            for (a = 1; a <= n; a++) idx[a] = a
+            for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++)
+                if (rate[l, idx[b]] < rate[l, idx[a]]) { t = idx[a]; idx[a] = idx[b]; idx[b] = t }
+            m = idx[int((n + 1) / 2)]
+            med[l] = rate[l, m]
+            gbit = rate[l, m] * secs / 1000
+            ratio = (j > 1 && order[1] == "omni-daemon" && med[l] > 0) ? sprintf("%.2fx", med[order[1]] / med[l]) : ""
+            printf "%-44s %10.0f %14.3f %8s  %s\n", l, rate[l, m], (gbit > 0 ? cpu[l, m] / gbit : 0), ratio, all[l]
+        }
+        if (k > 1 && order[1] == "omni-daemon" && med[order[2]] > 0)
+            printf "\nomni-daemon / %s: %.2fx\n", order[2], med[order[1]] / med[order[2]]
+    }' "$TMP/results"
