@@ -77,6 +77,7 @@ step "omni-daemon <-> omni-daemon across network namespaces (+ iperf3, 131072 al
 # Nucleus NAT lab (root, iptables): a Nucleus and edges behind iptables NATs.
 step "omni-daemon NAT lab: Nucleus + edges behind NATs (direct, relayed, LAN, roaming, restart, security)" \
     bash omni-daemon/tests/nat-lab.sh
+step "README run command: the local demo cluster" bash scripts/demo-cluster.sh
 step "omni-daemon <-> omni-daemon with offloads off (plain TUN, no UDP GSO/GRO)" \
     env OMNI_DAEMON_OFFLOAD=0 bash omni-daemon/tests/netns-interop.sh omni-daemon --bulk
 # A benchmark, not a test: the step checks that it runs, not its figures.

@@ -17,7 +17,7 @@
 # resumes; 8 the Nucleus restarts -> pings between connected edges never
 # stop; 9 wrong secret -> no peers, no tunnel; 10 malformed datagrams to the
 # Nucleus -> it keeps serving; 11 an IPv6 cluster (--vip6) configured from a
-# 0600 TOML file.
+# 0600 TOML file. Case `demo` is the local demo cluster (scripts/demo-cluster.sh).
 #
 # Everything it creates is namespaced and named after its PID; a trap
 # removes it on every exit path. Every wait has a timeout.
@@ -260,6 +260,41 @@ connect_pair() {
 }
 
 # ----- the cases ---------------------------------------------------------
+
+# The local demo cluster (scripts/demo-cluster.sh; not in the default list):
+# a Nucleus and three edges of cluster "lab" (one on the internet, one behind
+# an easy NAT, one behind a port-randomising NAT); every VIP pings every
+# other, then each edge's `omni-daemon status` table is printed.
+case_demo() {
+    make_internet
+    start_nucleus
+    log "Nucleus $NUCLEUS_IP:51820, key $NUCLEUS_KEY"
+    public_host a 203.0.113.11
+    router rb 203.0.113.2 1 masq
+    lan_host b rb 1 2
+    router rc 203.0.113.3 2 random
+    lan_host c rc 2 2
+    local t0
+    t0="$(now)"
+    start_edge a omniA 10.200.0.1 --nucleus-key "$NUCLEUS_KEY"
+    start_edge b omniB 10.200.0.2
+    start_edge c omniC 10.200.0.3
+    local pair
+    for pair in "a 10.200.0.2" "a 10.200.0.3" "b 10.200.0.1" "b 10.200.0.3" "c 10.200.0.1" "c 10.200.0.2"; do
+        set -- $pair
+        wait_ping "$1" "$2" 40 || { log "no ping from edge $1 to $2"; return 1; }
+        log "edge $1 reaches $2 ($(elapsed "$t0") s after start)"
+    done
+    sleep 1
+    local e
+    for e in omniA omniB omniC; do
+        echo
+        echo "== omni-daemon status -i $e"
+        timeout 5 "$BIN" status -i "$e" || return 1
+    done
+    printf '%-40s all 6 VIP pairs reachable after %s s\n' "demo: Nucleus + 3 edges" "$(elapsed "$t0")" >>"$SUMMARY"
+}
+
 
 case_1() { # no NAT
     make_internet
