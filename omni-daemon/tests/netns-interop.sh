@@ -312,7 +312,7 @@ if [ "$BULK" = 1 ]; then
     timeout 180 ip netns exec "$NS_A" iperf3 -c 10.241.0.2 -p 5201 -n 100M -R >"$TMP/iperf-tcp-r.log" 2>&1 ||
         { cat "$TMP/iperf-tcp-r.log"; fail "iperf3 TCP B->A"; }
     grep -E 'sender|receiver' "$TMP/iperf-tcp-r.log"
-    timeout 60 ip netns exec "$NS_A" iperf3 -c 10.241.0.2 -p 5201 -u -b 200M -t 3 -l 1300 >"$TMP/iperf-udp.log" 2>&1 ||
+    timeout 60 ip netns exec "$NS_A" iperf3 -c 10.241.0.2 -p 5201 -u -b 100M -t 3 -l 1300 >"$TMP/iperf-udp.log" 2>&1 ||
         { cat "$TMP/iperf-udp.log"; fail "iperf3 UDP"; }
     line=$(grep receiver "$TMP/iperf-udp.log" | tail -n 1)
     echo "$line"
