@@ -1090,6 +1090,8 @@ where
 
     /// One datagram for peer `id`, or `None` when it has nothing (more) to send.
     fn service_peer(&mut self, now: Instant, id: PeerId, out: &mut [u8]) -> Result<Option<Transmit>, SendError> {
+        // Only the queue of staged packets (an `alloc` feature) needs it.
+        #[cfg(feature = "alloc")]
         let mtu = usize::from(self.config.mtu);
         let Some(peer) = self.peer_mut(id) else { return Ok(None) };
         let Some(to) = peer.endpoint else {
@@ -1102,6 +1104,8 @@ where
         if has_session {
             #[cfg(feature = "alloc")]
             if let Some(front) = peer.staged.front() {
+                // Check the room before taking the packet off the queue, so a
+                // too-small buffer loses nothing.
                 let needed = sealed_len(front.len(), mtu);
                 if out.len() < needed {
                     return Err(SendError::BufferTooSmall { needed });
@@ -1143,7 +1147,6 @@ where
                 }
             }
         }
-        let _ = mtu;
         Ok(None)
     }
 

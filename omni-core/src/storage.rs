@@ -107,18 +107,14 @@ impl<T, const N: usize> Slab<T> for heapless::Vec<Option<T>, N> {
                 return Ok(i);
             }
         }
-        let i = self.len();
-        match self.push(Some(value)) {
-            Ok(()) => Ok(i),
-            Err(v) => Err(v.ok_or(()).map_err(|_| ()).unwrap_or_else(|_| unreachable_none())),
+        if self.is_full() {
+            return Err(value);
         }
+        let i = self.len();
+        // There is room, so the push cannot fail.
+        let _ = self.push(Some(value));
+        Ok(i)
     }
-}
-
-// `push` hands back exactly what we gave it, which is `Some`; this is never reached.
-#[allow(clippy::panic)]
-fn unreachable_none<T>() -> T {
-    panic!("heapless::Vec::push returned a different value")
 }
 
 impl<K: PartialEq, V, const N: usize> Map<K, V> for heapless::Vec<(K, V), N> {
