@@ -68,6 +68,10 @@ step "firmware under QEMU against omni-core and wireguard-go peers, board builds
 
 step "clippy (omni-daemon)" cargo clippy -p omni-daemon --all-targets -- -D warnings
 step "omni-daemon unit tests (UAPI parser/serializer, netlink, sockets)" cargo test -p omni-daemon
+# The Raspberry Pi build (issue 6): omni-daemon cross-compiled for aarch64
+# Linux and run under qemu-aarch64 user mode against wireguard-go.
+step "Raspberry Pi build: aarch64 omni-daemon under qemu-aarch64 <-> wireguard-go" \
+    bash scripts/raspberry-pi-smoke.sh
 # The namespace tests need root, wireguard-tools, wireguard-go, iproute2,
 # socat, iperf3 and ping (.ci/run installs them).
 step "omni-daemon <-> wireguard-go across network namespaces (+ iperf3, 131072 allowed IPs)" \
