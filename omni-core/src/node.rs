@@ -657,6 +657,23 @@ where
         true
     }
 
+    /// Starts a handshake with the peer now even if one was sent less than
+    /// Rekey-Timeout ago (it replaces the one in flight): for a path change,
+    /// e.g. a peer whose endpoint was just moved to a relay, where waiting
+    /// for the retransmit timer would stall traffic for seconds. Still at
+    /// most one initiation per 50 ms per peer.
+    pub fn initiate_now(&mut self, now: Instant, id: PeerId) -> bool {
+        let _ = self.clamp(now);
+        if self.peer(id).is_none() {
+            return false;
+        }
+        self.want(id, |p| {
+            p.want_initiation = true;
+            p.initiation_is_retry = true;
+        });
+        true
+    }
+
     /// Host hint after sleep, wake or a network change: forget sessions' age
     /// assumptions by starting fresh handshakes with every peer that has an endpoint.
     pub fn rebind(&mut self, now: Instant) {
@@ -1332,11 +1349,11 @@ where
 
     // ----- helpers -------------------------------------------------------
 
-    fn peer(&self, id: PeerId) -> Option<&Peer<C>> {
+    fn peer(&self, id: PeerId) -> Option<&Peer<C, S::Replay>> {
         self.peers.slots().get(id.slot()).and_then(Option::as_ref)
     }
 
-    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer<C>> {
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer<C, S::Replay>> {
         self.peers.slots_mut().get_mut(id.slot()).and_then(Option::as_mut)
     }
 
@@ -1346,7 +1363,7 @@ where
     }
 
     /// Applies `f` and queues the peer for `poll_transmit` if it now has work.
-    fn want(&mut self, id: PeerId, f: impl FnOnce(&mut Peer<C>)) {
+    fn want(&mut self, id: PeerId, f: impl FnOnce(&mut Peer<C, S::Replay>)) {
         let Some(p) = self.peer_mut(id) else { return };
         f(p);
         if p.wants_service() && !p.in_pending {
@@ -1373,7 +1390,7 @@ where
         }
     }
 
-    fn forget_session(&mut self, s: Option<Session<C>>) {
+    fn forget_session(&mut self, s: Option<Session<C, S::Replay>>) {
         if let Some(s) = s {
             self.indexes.remove(&s.local_index);
         }

@@ -7,6 +7,7 @@ use crate::cookie::CookieJar;
 use crate::crypto::CryptoProvider;
 use crate::noise::handshake::{InitiatorState, PeerStatic};
 use crate::noise::tai64n::Tai64N;
+use crate::replay::AntiReplay;
 use crate::session::Session;
 use crate::time::{Instant, WallTime};
 use crate::timers::TimerTable;
@@ -22,18 +23,20 @@ pub(crate) enum Slot {
     Next,
 }
 
-pub struct Peer<C: CryptoProvider> {
+/// `W` is the replay window of each of its sessions (chosen by the node's
+/// [`Storage::Replay`](crate::storage::Storage::Replay)).
+pub struct Peer<C: CryptoProvider, W: AntiReplay> {
     pub(crate) statik: PeerStatic,
     pub(crate) cookies: CookieJar,
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) persistent_keepalive: Option<u16>,
     pub(crate) timers: TimerTable,
 
-    pub(crate) previous: Option<Session<C>>,
-    pub(crate) current: Option<Session<C>>,
+    pub(crate) previous: Option<Session<C, W>>,
+    pub(crate) current: Option<Session<C, W>>,
     /// A session we answered as responder, not yet confirmed by the
     /// initiator's first transport message.
-    pub(crate) next: Option<Session<C>>,
+    pub(crate) next: Option<Session<C, W>>,
     /// Our own initiation in flight. Kept apart from `next` so that when both
     /// sides initiate at once both handshakes complete instead of fighting.
     pub(crate) initiation: Option<InitiatorState<C>>,
@@ -62,7 +65,7 @@ pub struct Peer<C: CryptoProvider> {
     pub(crate) staged: VecDeque<Vec<u8>>,
 }
 
-impl<C: CryptoProvider> core::fmt::Debug for Peer<C> {
+impl<C: CryptoProvider, W: AntiReplay> core::fmt::Debug for Peer<C, W> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Peer")
             .field("public_key", &self.statik.public)
@@ -72,7 +75,7 @@ impl<C: CryptoProvider> core::fmt::Debug for Peer<C> {
     }
 }
 
-impl<C: CryptoProvider> Peer<C> {
+impl<C: CryptoProvider, W: AntiReplay> Peer<C, W> {
     pub(crate) fn new(statik: PeerStatic, endpoint: Option<SocketAddr>, persistent_keepalive: Option<u16>) -> Self {
         let cookies = CookieJar::new(&statik.public.0);
         Peer {
@@ -105,7 +108,7 @@ impl<C: CryptoProvider> Peer<C> {
         }
     }
 
-    pub(crate) fn session_mut(&mut self, slot: Slot) -> Option<&mut Session<C>> {
+    pub(crate) fn session_mut(&mut self, slot: Slot) -> Option<&mut Session<C, W>> {
         match slot {
             Slot::Previous => self.previous.as_mut(),
             Slot::Current => self.current.as_mut(),
@@ -137,7 +140,7 @@ impl<C: CryptoProvider> Peer<C> {
 
     /// Installs a session we initiated: it is confirmed, so it becomes
     /// current at once. Returns the sessions that fell out of the slots.
-    pub(crate) fn install_initiator(&mut self, s: Session<C>) -> [Option<Session<C>>; 2] {
+    pub(crate) fn install_initiator(&mut self, s: Session<C, W>) -> [Option<Session<C, W>>; 2] {
         let (new_previous, dropped_a) = match self.next.take() {
             // The unconfirmed responder session stays decryptable as `previous`.
             Some(next) => (Some(next), self.current.take()),
@@ -149,7 +152,7 @@ impl<C: CryptoProvider> Peer<C> {
     }
 
     /// Installs a session we answered: unconfirmed until the initiator uses it.
-    pub(crate) fn install_responder(&mut self, s: Session<C>) -> [Option<Session<C>>; 2] {
+    pub(crate) fn install_responder(&mut self, s: Session<C, W>) -> [Option<Session<C, W>>; 2] {
         let dropped_next = self.next.replace(s);
         // The old previous would be shifted out by the promotion anyway.
         let dropped_prev = self.previous.take();
@@ -157,14 +160,14 @@ impl<C: CryptoProvider> Peer<C> {
     }
 
     /// The initiator used `next`: promote it. Returns the session dropped.
-    pub(crate) fn confirm_next(&mut self) -> Option<Session<C>> {
+    pub(crate) fn confirm_next(&mut self) -> Option<Session<C, W>> {
         let next = self.next.take()?;
         let old_current = self.current.replace(next);
         core::mem::replace(&mut self.previous, old_current)
     }
 
     /// A sendable session, preferring the current one.
-    pub(crate) fn sendable(&mut self, now: Instant) -> Option<&mut Session<C>> {
+    pub(crate) fn sendable(&mut self, now: Instant) -> Option<&mut Session<C, W>> {
         self.current.as_mut().filter(|s| s.can_send(now))
     }
 

@@ -4,24 +4,26 @@
 use crate::constants::*;
 use crate::crypto::{AeadKey, CryptoProvider};
 use crate::noise::handshake::SessionKeys;
-use crate::replay::ReplayWindow;
+use crate::replay::AntiReplay;
 use crate::time::Instant;
 use crate::wire::TransportHeader;
 
-pub struct Session<C: CryptoProvider> {
+/// `W` is the receive replay window (chosen by the node's
+/// [`Storage::Replay`](crate::storage::Storage::Replay)).
+pub struct Session<C: CryptoProvider, W: AntiReplay> {
     pub(crate) local_index: u32,
     pub(crate) remote_index: u32,
     send_key: C::AeadKey,
     recv_key: C::AeadKey,
     send_counter: u64,
-    replay: ReplayWindow,
+    replay: W,
     pub(crate) created: Instant,
     /// We sent the initiation that produced this session (only the
     /// initiator rekeys on time, so the two sides never race each other).
     pub(crate) initiator: bool,
 }
 
-impl<C: CryptoProvider> core::fmt::Debug for Session<C> {
+impl<C: CryptoProvider, W: AntiReplay> core::fmt::Debug for Session<C, W> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Session")
             .field("local_index", &self.local_index)
@@ -49,7 +51,7 @@ pub fn sealed_len(len: usize, mtu: usize) -> usize {
     padded.saturating_add(TRANSPORT_OVERHEAD)
 }
 
-impl<C: CryptoProvider> Session<C> {
+impl<C: CryptoProvider, W: AntiReplay> Session<C, W> {
     pub(crate) fn new(keys: &SessionKeys, local_index: u32, remote_index: u32, now: Instant, initiator: bool) -> Self {
         Session {
             local_index,
@@ -57,7 +59,7 @@ impl<C: CryptoProvider> Session<C> {
             send_key: C::AeadKey::new(&keys.send),
             recv_key: C::AeadKey::new(&keys.recv),
             send_counter: 0,
-            replay: ReplayWindow::default(),
+            replay: W::default(),
             created: now,
             initiator,
         }

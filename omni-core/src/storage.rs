@@ -8,7 +8,9 @@ use crate::crypto::CryptoProvider;
 use crate::keys::PublicKey;
 use crate::node::{Event, PeerId};
 use crate::peer::Peer;
+use crate::replay::{AntiReplay, ReplayWindow2048};
 use crate::time::Instant;
+use core::marker::PhantomData;
 use core::net::IpAddr;
 
 /// A slot table: stable indices, reused after removal.
@@ -48,7 +50,11 @@ pub trait Fifo<T> {
 
 /// The bundle of table types a [`Node`](crate::Node) uses.
 pub trait Storage<C: CryptoProvider> {
-    type Peers: Slab<Peer<C>> + Default;
+    /// The receive replay window of every session (three per peer, so this
+    /// is most of a peer's RAM): [`ReplayWindow8192`](crate::replay::ReplayWindow8192)
+    /// on hosts, [`ReplayWindow2048`] on devices.
+    type Replay: AntiReplay;
+    type Peers: Slab<Peer<C, Self::Replay>> + Default;
     type Keys: Map<PublicKey, PeerId> + Default;
     type Indexes: Map<u32, PeerId> + Default;
     type Routes: RouteTable<PeerId> + Default;
@@ -64,15 +70,34 @@ pub trait Storage<C: CryptoProvider> {
 /// Fixed capacities for `no_std` without `alloc`: `PEERS` peers, `ROUTES`
 /// allowed-IP entries in total, `INDEXES` live receiver indexes (up to four
 /// per peer: previous, current and next session plus a pending handshake),
-/// `SOURCES` addresses tracked by the handshake rate limiter. A device keeps
-/// 16 events and a small limiter: it has few peers and little RAM.
+/// `SOURCES` addresses tracked by the handshake rate limiter, `W` the replay
+/// window of each session. A device keeps 16 events and a small limiter: it
+/// has few peers and little RAM.
+///
+/// `W` defaults to [`ReplayWindow2048`] (264 bytes per session, ~0.8 KiB
+/// per peer, instead of 3 KiB with the 8192-counter host window). A replay
+/// window only has to cover how far a packet can be overtaken by later ones
+/// of the same session: 2048 counters is what WireGuard itself shipped with
+/// (Linux went to 8192 for multi-queue, multi-core decryption at 10 Gbit/s).
+/// A microcontroller link (≤ ~10 Mbit/s, ≤ ~1000 packets/s of 1420 bytes)
+/// needs more than 2 s of reordering on the path before an honest packet
+/// falls out of it, and the only cost of falling out is one dropped packet.
+/// Pick [`ReplayWindow8192`](crate::replay::ReplayWindow8192) (or any
+/// [`ReplayWindow<WORDS>`](crate::replay::ReplayWindow)) for a faster device.
 #[derive(Debug)]
-pub struct Fixed<const PEERS: usize, const ROUTES: usize, const INDEXES: usize = 64, const SOURCES: usize = 16>;
+pub struct Fixed<
+    const PEERS: usize,
+    const ROUTES: usize,
+    const INDEXES: usize = 64,
+    const SOURCES: usize = 16,
+    W = ReplayWindow2048,
+>(PhantomData<W>);
 
-impl<C: CryptoProvider, const P: usize, const R: usize, const I: usize, const L: usize> Storage<C>
-    for Fixed<P, R, I, L>
+impl<C: CryptoProvider, const P: usize, const R: usize, const I: usize, const L: usize, W: AntiReplay> Storage<C>
+    for Fixed<P, R, I, L, W>
 {
-    type Peers = heapless::Vec<Option<Peer<C>>, P>;
+    type Replay = W;
+    type Peers = heapless::Vec<Option<Peer<C, W>>, P>;
     type Keys = heapless::Vec<(PublicKey, PeerId), P>;
     type Indexes = heapless::Vec<(u32, PeerId), I>;
     type Routes = FixedRoutes<PeerId, R>;
@@ -159,15 +184,20 @@ pub use heap::Heap;
 mod heap {
     use super::*;
     use crate::allowed_ips::TrieRoutes;
+    use crate::replay::ReplayWindow8192;
     use alloc::collections::{BTreeMap, VecDeque};
     use alloc::vec::Vec;
 
-    /// Growable tables (the `alloc` feature): no limit but memory.
+    /// Growable tables (the `alloc` feature): no limit but memory, and the
+    /// 8192-counter replay window.
     #[derive(Debug)]
     pub struct Heap;
 
     impl<C: CryptoProvider> Storage<C> for Heap {
-        type Peers = Vec<Option<Peer<C>>>;
+        /// Hosts may reorder heavily (multi-queue NICs, parallel decryption):
+        /// the full 8192-counter window, as Linux and wireguard-go keep.
+        type Replay = ReplayWindow8192;
+        type Peers = Vec<Option<Peer<C, ReplayWindow8192>>>;
         type Keys = BTreeMap<PublicKey, PeerId>;
         type Indexes = BTreeMap<u32, PeerId>;
         type Routes = TrieRoutes<PeerId>;
