@@ -3,7 +3,8 @@
 # step is skipped when its tool is already there.
 #   - rustup targets for the firmware (thumbv7m for QEMU mps2-an385, thumbv7em
 #     and thumbv6m for the footprint and the Pico W, riscv32imc for the ESP32-C3)
-#   - QEMU (mps2-an385), wireguard-go + wg + iproute2 (second peer, in a netns)
+#   - QEMU (mps2-an385), wireguard-go + wg + iproute2 (second peer, in a netns),
+#     iptables (the relayed-cluster test drops direct datagrams in its netns)
 #   - defmt-print (decodes the firmware's defmt log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
 command -v wg >/dev/null || need_apt+=(wireguard-tools)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v iptables >/dev/null || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
     SUDO=""
     [[ $(id -u) -eq 0 ]] || SUDO="sudo"

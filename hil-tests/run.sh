@@ -6,10 +6,16 @@
 # OMNI_HIL_BOARDS=0 skips building the real-board crates (pico-w, esp32c3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
+# omni-daemon (a host peer and the Nucleus in the HIL tests) comes from the
+# main workspace, built where the rest of CI builds it (CARGO_TARGET_DIR, as
+# .ci/run sets it, or target/), so omni-daemon/tests reuse the same build.
+# OMNI_DAEMON=/path/to/omni-daemon skips that build.
+main_target="${CARGO_TARGET_DIR:-$root/target}"
+case "$main_target" in /*) ;; *) main_target="$root/$main_target" ;; esac
 # firmware/ and hil-tests/ are workspaces of their own whose binaries this
 # script finds under their own target/ dirs: ignore a CI-wide target dir.
 unset CARGO_TARGET_DIR
-root="$PWD"
 
 passed=0
 failed=0
@@ -36,6 +42,12 @@ step() {
 fw() { (cd "$root/firmware/$1" && shift && cargo "$@"); }
 
 step "firmware: qemu-mps2 demo + selftest (release, thumbv7m)" fw qemu-mps2 build --release --bins
+# The rekey test's image: omni-core with short-timers-for-tests (never for
+# production), the one binary built alone (cargo keeps crates built with other
+# features apart, so the feature cannot reach the demo above, which is not
+# rebuilt by this step and keeps the real timers).
+step "firmware: demo-short-timers-for-tests (test-only timers)" \
+    fw qemu-mps2 build --release --features short-timers-for-tests --bin demo-short-timers-for-tests
 step "firmware: common builds for thumbv6m and thumbv7em" \
     bash -c "cd '$root/firmware' && cargo build --release -p omni-firmware-common --target thumbv6m-none-eabi && cargo build --release -p omni-firmware-common --target thumbv7em-none-eabihf"
 step "firmware: omni-core selftest on the emulated Cortex-M3 (semihosting exit code)" \
@@ -45,12 +57,17 @@ if [[ "${OMNI_HIL_BOARDS:-1}" == 1 ]]; then
     step "firmware: esp32c3 builds (esp-hal + esp-radio, riscv32imc)" fw esp32c3 build --release
 fi
 step "hil-tests: build the host runner" bash -c "cd '$root/hil-tests' && cargo build --release"
+if [[ -z "${OMNI_DAEMON:-}" ]]; then
+    step "omni-daemon (release, main workspace: host peer and Nucleus)" \
+        env CARGO_TARGET_DIR="$main_target" cargo build -q --release -p omni-daemon
+    OMNI_DAEMON="$main_target/release/omni-daemon"
+fi
 
 # The HIL runner counts its own tests; fold them into ours.
 echo
 echo "==> hil-tests: QEMU firmware against host peers"
 hil_out="$(mktemp)"
-"$root/hil-tests/target/release/omni-hil" "${slow[@]}" 2>&1 | tee "$hil_out"
+"$root/hil-tests/target/release/omni-hil" --daemon "$OMNI_DAEMON" "${slow[@]}" 2>&1 | tee "$hil_out"
 hil_rc=${PIPESTATUS[0]}
 line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$hil_out" | tail -1)"
 rm -f "$hil_out"

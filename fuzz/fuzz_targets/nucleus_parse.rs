@@ -1,6 +1,7 @@
 //! `nucleus::wire::parse` on arbitrary bytes: never panics; every message
 //! that parses re-emits to exactly its bytes (minus WireGuard's zero
-//! padding), and its peer-list iterators yield exactly the counted entries.
+//! padding), its peer-list iterators yield exactly the counted entries, and
+//! a second VIP is always of the other address family.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -26,8 +27,12 @@ fuzz_target!(|data: &[u8]| {
             for e in l.adds() {
                 assert!(e.encoded_len() <= wire::MAX_ENTRY_LEN);
                 assert!(!e.candidates().is_empty() || (e.reflexive.is_none() && e.locals.is_empty()));
+                assert!(e.vip2.is_none_or(|v| v.is_ipv4() != e.vip.is_ipv4()), "two VIPs of one family");
             }
         }
+        Message::Register(r) => assert!(r.vip2.is_none_or(|v| v.is_ipv4() != r.vip.is_ipv4())),
+        Message::RegisterOk(r) => assert!(r.vip2.is_none_or(|v| v.is_ipv4() != r.vip.is_ipv4())),
+        Message::PunchNotify(e) => assert!(e.vip2.is_none_or(|v| v.is_ipv4() != e.vip.is_ipv4())),
         Message::RelayData(d) => assert!(!d.datagram.is_empty() && d.datagram.len() <= wire::MAX_RELAY_DATAGRAM),
         _ => {}
     }

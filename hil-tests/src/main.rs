@@ -1,21 +1,26 @@
 //! Hardware-in-the-loop tests for the OmniNervous firmware under QEMU
 //! (mps2-an385, LAN9118 on slirp, UDP forwarded from 127.0.0.1 only).
 //!
-//! `omni-hil [--firmware ELF] [--slow] [--only NAME]...` runs every test
-//! (`--slow` adds the ones that wait for WireGuard's real timers) and ends with
-//! "N passed, M failed" (exit status 1 if any failed). Subcommand
-//! `omni-hil udp-probe ADDR:PORT` sends one datagram and prints the answer
-//! (used inside the wireguard-go network namespace).
+//! `omni-hil [--firmware ELF] [--short-timers-firmware ELF] [--daemon PATH]
+//! [--slow] [--only NAME]...` runs every test (`--slow` adds the ones that
+//! wait for WireGuard's real timers) and ends with "N passed, M failed" (exit
+//! status 1 if any failed). `--daemon` (or `OMNI_DAEMON`) is the omni-daemon
+//! binary for the tests that run it as a host peer or a Nucleus. Subcommands
+//! used inside the test namespaces: `omni-hil udp-probe ADDR:PORT PAYLOAD`
+//! (exit 0 if the datagram is echoed), `omni-hil udp-ask ADDR:PORT PAYLOAD`
+//! (prints the answer), `omni-hil udp-echo ADDR:PORT` (an echo server).
 
+mod cluster;
+mod netns;
 mod packet;
 mod peer;
 mod qemu;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use netns::{unix_now, WgConfig, WgHost, WgImpl};
 use omni_core::crypto::RustCrypto;
 use omni_core::StaticSecret;
 use packet::Parsed;
@@ -29,6 +34,10 @@ const DEVICE_PORT: u16 = 51820;
 
 struct Ctx {
     elf: PathBuf,
+    /// The demo built with omni-core's `short-timers-for-tests` (rekey every 8 s).
+    short_timers_elf: PathBuf,
+    /// The omni-daemon binary (built from the main workspace).
+    daemon: Option<PathBuf>,
     dir: PathBuf,
 }
 
@@ -156,6 +165,9 @@ fn omni_core_peer(ctx: &Ctx) -> TestResult {
     println!("    device: {st}");
     ensure(stat(&st, "handshakes") == Some(1), format!("device counted handshakes: {st}"))?;
     ensure(p.stale == 0, "host peer saw stale timestamps")?;
+    // The regular demo must keep WireGuard's real timers: the short-timer
+    // test build (same workspace, same target dir) announces itself at boot.
+    ensure(!q.log_text().contains("TEST BUILD"), "the regular demo was built with short-timers-for-tests")?;
     // The firmware checks its own counters and exits through semihosting.
     let _ = udp_request(&mut p, 9, b"exit");
     let status = q.wait_exit(Duration::from_secs(5)).ok_or("firmware did not exit")?;
@@ -232,111 +244,169 @@ fn reboot_without_persisted_clock_is_refused(ctx: &Ctx) -> TestResult {
     ensure(p.handshakes() == 1, "a stale initiation was accepted")
 }
 
-/// wireguard-go (the Go implementation, with a TUN device in its own network
-/// namespace) as the peer: QEMU runs in the same namespace, so all traffic
-/// stays on that namespace's loopback.
-fn wireguard_go_peer(ctx: &Ctx) -> TestResult {
-    for tool in ["wireguard-go", "wg", "ip", "ping"] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map_or(true, |o| !o.status.success())
-        {
-            return Err(format!("{tool} not installed (hil-tests/install-deps.sh installs it)"));
+/// A userspace WireGuard host peer (`imp`) in a network namespace of its own,
+/// configured with stock `wg`, and the device booted from `elf` inside the
+/// same namespace (so all traffic stays on that namespace's loopback).
+struct NsSetup {
+    s: Setup,
+    host: WgHost,
+    hp: u16,
+    dp: u16,
+}
+
+impl NsSetup {
+    fn start(ctx: &Ctx, imp: WgImpl<'_>, tag: &str) -> Result<NsSetup, String> {
+        let s = Setup::new();
+        let (hp, dp) = (51821, 51822);
+        let host_key = s.host.to_base64();
+        let device_pub = s.device.public_key::<RustCrypto>().to_base64();
+        let endpoint = format!("127.0.0.1:{dp}");
+        let cfg = WgConfig {
+            private_key_b64: host_key.as_str(),
+            listen_port: hp,
+            address: "10.77.0.1/24",
+            peer_b64: device_pub.as_str(),
+            allowed: "10.77.0.2/32",
+            endpoint: &endpoint,
+        };
+        let host = WgHost::start(imp, tag, &cfg, &ctx.dir)?;
+        Ok(NsSetup { s, host, hp, dp })
+    }
+
+    fn boot(&self, ctx: &Ctx, elf: &Path, name: &str, state: &Path) -> Result<Qemu, String> {
+        let b = Boot {
+            elf,
+            args: self.s.device_args(self.hp, Some(state)),
+            host_port: self.dp,
+            device_port: DEVICE_PORT,
+            netns: Some(&self.host.ns.0),
+            extra: vec![],
+            log: ctx.dir.join(format!("{name}.log")),
+        };
+        Qemu::boot(&b).map_err(|e| format!("cannot start qemu-system-arm: {e}"))
+    }
+
+    /// Sends `payload` to the device's VIP from inside the namespace (with
+    /// this runner's `udp-ask`); returns the answer.
+    fn ask(&self, port: u16, payload: &str) -> Result<String, String> {
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        let me = me.to_str().ok_or("runner path is not UTF-8")?;
+        let addr = format!("{DEVICE_VIP}:{port}");
+        let out = self.host.ns.exec(&[me, "udp-ask", &addr, payload])?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!("no answer from {addr}: {}", String::from_utf8_lossy(&out.stderr).trim()))
         }
     }
-    let ns = format!("omni-hil-{}", std::process::id());
-    let _guard = Netns::create(&ns)?;
-    let s = Setup::new();
-    let (hp, dp) = (51821, 51822);
-    let key_file = ctx.dir.join("wg-host.key");
-    std::fs::write(&key_file, s.host.to_base64().as_str()).map_err(|e| e.to_string())?;
-    let wg = Command::new("ip")
-        .args(["netns", "exec", &ns, "wireguard-go", "-f", "wg0"])
-        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(ctx.dir.join("wireguard-go.log")).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("wireguard-go: {e}"))?;
-    let _wg = KillOnDrop(wg);
-    let end = Instant::now() + Duration::from_secs(5);
-    while !run_ok(&["ip", "-n", &ns, "link", "show", "wg0"]) {
-        ensure(Instant::now() < end, "wireguard-go did not create wg0")?;
+
+    fn udp_echo(&self, payload: &str) -> TestResult {
+        let got = self.ask(7, payload)?;
+        ensure(got == payload, format!("UDP echo mismatch: {got:?}"))
+    }
+}
+
+/// wireguard-go (the Go implementation, with a TUN device in its own network
+/// namespace) as the peer: handshake, ping and UDP echo to the device's VIP.
+fn wireguard_go_peer(ctx: &Ctx) -> TestResult {
+    let n = NsSetup::start(ctx, WgImpl::WireguardGo, "wggo")?;
+    let _q = n.boot(ctx, &ctx.elf, "wireguard_go_peer", &ctx.dir.join("wireguard_go.state"))?;
+    // The device initiates at boot; wait for wireguard-go to report the handshake.
+    n.host.wait_handshake_after(0, Duration::from_secs(20))?;
+    println!("    {}", n.host.ping("10.77.0.2", 3, "0.3")?);
+    n.udp_echo("hello via wireguard-go")
+}
+
+/// omni-daemon (the workspace's own Linux host, `omni-daemon -f IFNAME` in a
+/// network namespace, configured with stock `wg`) as the peer: handshake,
+/// ping and UDP echo to the device's VIP; then the board reboots and the
+/// daemon accepts its new handshake (TAI64N from the persisted clock).
+fn omni_daemon_peer(ctx: &Ctx) -> TestResult {
+    let daemon = ctx.daemon.as_deref().ok_or(
+        "omni-daemon binary not found: build it (cargo build --release -p omni-daemon) and pass --daemon PATH",
+    )?;
+    let mut n = NsSetup::start(ctx, WgImpl::OmniDaemon(daemon), "omnid")?;
+    let state = ctx.dir.join("omni_daemon_peer.state");
+    let _ = std::fs::remove_file(&state);
+    let mut q = n.boot(ctx, &ctx.elf, "omni_daemon_peer", &state)?;
+    let t0 = Instant::now();
+    let first = n.host.wait_handshake_after(0, Duration::from_secs(20))?;
+    println!("    boot to handshake (wg show): {} ms", t0.elapsed().as_millis());
+    println!("    {}", n.host.ping("10.77.0.2", 3, "0.3")?);
+    n.udp_echo("hello via omni-daemon")?;
+    let st = n.ask(9, "stats")?;
+    println!("    device: {st}");
+    let wall = stat(&st, "boot_wall").ok_or(format!("no boot_wall in {st:?}"))?;
+    // `wg show` has 1 s resolution: make the next handshake land in a later second.
+    while unix_now() <= first {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let device_pub = s.device.public_key::<RustCrypto>().to_base64();
-    let cmds: Vec<Vec<String>> = vec![
-        vec!["ip", "-n", &ns, "addr", "add", "10.77.0.1/24", "dev", "wg0"].into_iter().map(String::from).collect(),
-        vec!["ip", "-n", &ns, "link", "set", "wg0", "up"].into_iter().map(String::from).collect(),
-        vec![
-            "ip".into(),
-            "netns".into(),
-            "exec".into(),
-            ns.clone(),
-            "wg".into(),
-            "set".into(),
-            "wg0".into(),
-            "private-key".into(),
-            key_file.display().to_string(),
-            "listen-port".into(),
-            hp.to_string(),
-            "peer".into(),
-            device_pub.as_str().into(),
-            "allowed-ips".into(),
-            "10.77.0.2/32".into(),
-            "endpoint".into(),
-            format!("127.0.0.1:{dp}"),
-        ],
-    ];
-    for c in &cmds {
-        let c: Vec<&str> = c.iter().map(String::as_str).collect();
-        ensure(run_ok(&c), format!("failed: {}", c.join(" ")))?;
-    }
-    let b = Boot {
-        elf: &ctx.elf,
-        args: s.device_args(hp, Some(&ctx.dir.join("wireguard_go.state"))),
-        host_port: dp,
-        device_port: DEVICE_PORT,
-        netns: Some(&ns),
-        extra: vec![],
-        log: ctx.dir.join("wireguard_go.log"),
-    };
-    let _q = Qemu::boot(&b).map_err(|e| e.to_string())?;
-    // The device initiates at boot; wait for wireguard-go to report the handshake.
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns, "wg", "show", "wg0", "latest-handshakes"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.split_whitespace().nth(1).is_some_and(|t| t != "0") {
-            break;
+    ensure(n.ask(9, "reboot")? == "rebooting", "device did not acknowledge the reboot")?;
+    let t = Instant::now();
+    let second = n.host.wait_handshake_after(first, Duration::from_secs(15))?;
+    println!("    reboot to handshake: {} ms", t.elapsed().as_millis());
+    println!("    after reboot: {}", n.host.ping("10.77.0.2", 3, "0.3")?);
+    n.udp_echo("hello again via omni-daemon")?;
+    let st = n.ask(9, "stats")?;
+    println!("    device after reboot: {st}");
+    let wall2 = stat(&st, "boot_wall").ok_or(format!("no boot_wall in {st:?}"))?;
+    ensure(wall2 > wall, format!("device wall clock did not move up: {wall} -> {wall2}"))?;
+    ensure(stat(&st, "handshakes") == Some(1), format!("rebooted device should count 1 handshake: {st}"))?;
+    ensure(second > first, "handshake time did not advance")?;
+    ensure(q.is_running(), "qemu stopped")?;
+    ensure(n.host.is_running(), "omni-daemon exited")
+}
+
+/// Rekeys in CI time with the `demo-short-timers-for-tests` build (omni-core's
+/// `short-timers-for-tests`: Rekey-After-Time 8 s) against wireguard-go with
+/// its normal timers: the device initiated the session, so it rekeys every
+/// ~8 s while it answers pings; wireguard-go must see several new handshakes
+/// about 8 s apart, and no ping may be lost across the switches.
+fn rekey_short_timers(ctx: &Ctx) -> TestResult {
+    ensure(
+        ctx.short_timers_elf.exists(),
+        format!("{} not built (hil-tests/run.sh builds it)", ctx.short_timers_elf.display()),
+    )?;
+    let n = NsSetup::start(ctx, WgImpl::WireguardGo, "rekey")?;
+    let state = ctx.dir.join("rekey_short.state");
+    let _ = std::fs::remove_file(&state);
+    let q = n.boot(ctx, &ctx.short_timers_elf, "rekey_short_timers", &state)?;
+    let first = n.host.wait_handshake_after(0, Duration::from_secs(20))?;
+    ensure(q.log_text().contains("TEST BUILD"), "the short-timers image did not announce its test timers")?;
+    // 54 pings, one every 0.5 s (27 s): three rekeys are due at ~8, ~16 and ~24 s.
+    let mut pinger = n
+        .host
+        .ns
+        .spawn(&["ping", "-c", "54", "-i", "0.5", "-W", "3", "10.77.0.2"], &ctx.dir.join("rekey_short_timers.ping"))?;
+    let mut seen = vec![first];
+    let end = Instant::now() + Duration::from_secs(40);
+    while pinger.is_running() && Instant::now() < end {
+        let t = n.host.latest_handshake()?;
+        if seen.last().is_some_and(|&l| t > l) {
+            seen.push(t);
         }
-        ensure(Instant::now() < end, "wireguard-go saw no handshake within 20 s")?;
         std::thread::sleep(Duration::from_millis(200));
     }
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns, "ping", "-c", "3", "-i", "0.3", "-W", "3", "10.77.0.2"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!(
-        "    {}",
-        text.lines().filter(|l| l.contains("packets") || l.contains("rtt")).collect::<Vec<_>>().join("; ")
-    );
-    ensure(out.status.success(), "ping through wireguard-go failed")?;
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(me)
-        .args(["udp-probe", "10.77.0.2:7", "hello via wireguard-go"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    ensure(out.status.success(), format!("UDP echo via wireguard-go: {}", String::from_utf8_lossy(&out.stderr)))
+    let status = pinger.0.wait().map_err(|e| e.to_string())?;
+    let out = std::fs::read_to_string(ctx.dir.join("rekey_short_timers.ping")).unwrap_or_default();
+    let summary = netns::ping_summary(&out);
+    let gaps: Vec<u64> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    println!("    {summary}");
+    println!("    handshakes seen by wireguard-go: {}, intervals {gaps:?} s", seen.len());
+    let st = n.ask(9, "stats")?;
+    println!("    device: {st}");
+    ensure(status.success(), format!("ping lost replies across rekeys: {summary}"))?;
+    ensure(netns::ping_counts(&summary) == Some((54, 54)), format!("ping: {summary}"))?;
+    ensure(seen.len() >= 4, format!("expected >= 3 rekeys in 27 s, wireguard-go saw {:?}", seen))?;
+    ensure(gaps.iter().all(|g| (6..=12).contains(g)), format!("rekey intervals {gaps:?} s, expected ~8 s"))?;
+    let hs = stat(&st, "handshakes").unwrap_or(0);
+    ensure(hs >= 4, format!("device counted {hs} handshakes"))
 }
 
 /// Rekey with WireGuard's real timers (slow: ~2.5 minutes; `--slow`). The
 /// device initiated the session, so it rekeys once the session is older than
 /// Rekey-After-Time (120 s) and it sends data; pings keep flowing across the
-/// switch. omni-core's timers are constants, so there is no shortened build.
+/// switch. The CI-time variant is `rekey_short_timers` (a separate test build).
 fn rekey_real_timers(ctx: &Ctx) -> TestResult {
     let s = Setup::new();
     let (hp, dp) = (free_udp_port(), free_udp_port());
@@ -369,33 +439,6 @@ fn rekey_real_timers(ctx: &Ctx) -> TestResult {
     ensure(lost == 0, format!("{lost} pings lost"))
 }
 
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Netns(String);
-impl Netns {
-    fn create(name: &str) -> Result<Netns, String> {
-        ensure(run_ok(&["ip", "netns", "add", name]), "cannot create a network namespace (root needed)")?;
-        let ns = Netns(name.into());
-        ensure(run_ok(&["ip", "-n", name, "link", "set", "lo", "up"]), "lo up")?;
-        Ok(ns)
-    }
-}
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run_ok(args: &[&str]) -> bool {
-    Command::new(args[0]).args(&args[1..]).output().is_ok_and(|o| o.status.success())
-}
-
 fn udp_probe(addr: &str, payload: &str) -> ! {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
@@ -413,18 +456,44 @@ fn udp_probe(addr: &str, payload: &str) -> ! {
     std::process::exit(1)
 }
 
+/// Sends one datagram (retrying) and prints the first answer.
+fn udp_ask(addr: &str, payload: &str) -> ! {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    for _ in 0..3 {
+        sock.send_to(payload.as_bytes(), addr).expect("send");
+        let mut buf = [0u8; 1500];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            println!("{}", String::from_utf8_lossy(&buf[..n]));
+            std::process::exit(0);
+        }
+    }
+    eprintln!("no answer from {addr}");
+    std::process::exit(1)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("udp-probe") {
-        udp_probe(&args[2], args.get(3).map_or("probe", String::as_str));
+    match args.get(1).map(String::as_str) {
+        Some("udp-probe") => udp_probe(&args[2], args.get(3).map_or("probe", String::as_str)),
+        Some("udp-ask") => udp_ask(&args[2], args.get(3).map_or("", String::as_str)),
+        Some("udp-echo") => cluster::udp_echo(&args[2]),
+        _ => {}
     }
-    let mut elf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../firmware/target/thumbv7m-none-eabi/release/demo");
+    let fw = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../firmware/target");
+    let mut elf = fw.join("thumbv7m-none-eabi/release/demo");
+    let mut short_timers_elf = fw.join("thumbv7m-none-eabi/release/demo-short-timers-for-tests");
+    let mut daemon = std::env::var_os("OMNI_DAEMON").map(PathBuf::from);
     let mut only: Vec<String> = vec![];
     let mut slow = false;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--firmware" => elf = PathBuf::from(it.next().expect("--firmware ELF")),
+            "--short-timers-firmware" => {
+                short_timers_elf = PathBuf::from(it.next().expect("--short-timers-firmware ELF"))
+            }
+            "--daemon" => daemon = Some(PathBuf::from(it.next().expect("--daemon PATH"))),
             "--only" => only.push(it.next().expect("--only NAME").clone()),
             "--slow" => slow = true,
             other => {
@@ -435,12 +504,16 @@ fn main() {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hil-logs");
     std::fs::create_dir_all(&dir).expect("log dir");
-    let ctx = Ctx { elf, dir };
+    let ctx = Ctx { elf, short_timers_elf, daemon, dir };
     let tests: &[Test] = &[
         ("omni_core_peer", omni_core_peer),
         ("reboot_persisted_clock", reboot_persisted_clock),
         ("reboot_without_persisted_clock_is_refused", reboot_without_persisted_clock_is_refused),
         ("wireguard_go_peer", wireguard_go_peer),
+        ("omni_daemon_peer", omni_daemon_peer),
+        ("rekey_short_timers", rekey_short_timers),
+        ("nucleus_edge_direct", cluster::nucleus_edge_direct),
+        ("nucleus_edge_relayed", cluster::nucleus_edge_relayed),
         ("rekey_real_timers", rekey_real_timers),
     ];
     let slow_tests = ["rekey_real_timers"];

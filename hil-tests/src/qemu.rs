@@ -96,7 +96,6 @@ impl Qemu {
     }
 
     /// The decoded log so far.
-    #[allow(dead_code)]
     pub fn log_text(&self) -> String {
         std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }

@@ -10,7 +10,7 @@ mod sim;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use omni_core::crypto::RustCrypto;
@@ -681,7 +681,7 @@ fn relay_fallback_when_the_direct_path_is_blocked_and_punch_notify() {
     assert_eq!(s.received(a, b, b"and back"), 1);
     let st = s.server().stats();
     assert!(st.relayed >= 2, "{st:?}");
-    assert!(st.punches >= 1, "punch requests were tried first: {st:?}");
+    assert!(st.punches >= 1, "relayed members keep punching: {st:?}");
     assert!(s.edge(a).events.iter().any(|(_, e)| matches!(e, ClientEvent::Relayed { .. })));
 
     // The firewall opens: the periodic re-punch finds the direct path again.
@@ -700,6 +700,128 @@ fn relay_fallback_when_the_direct_path_is_blocked_and_punch_notify() {
     s.run_for(1.0);
     assert_eq!(s.received(b, a, b"direct again"), 1);
     assert_eq!(s.server().stats().relayed, before, "not relayed any more");
+}
+
+/// When `a`'s client saw `b` become relayed, and when its ping arrived.
+fn relayed_at(s: &NSim, a: usize, b: usize) -> Option<Instant> {
+    let peer = s.edge(a).node.peer_by_key(&s.hosts[b].public)?;
+    s.edge(a).events.iter().find(|(_, e)| *e == ClientEvent::Relayed { peer }).map(|(t, _)| *t)
+}
+
+#[test]
+fn relay_comes_up_within_the_configured_bound_and_upgrades_to_direct() {
+    // Default timings: relayed about `relay_after` (1 s) after the second
+    // member joins, while punching goes on.
+    let mut s = NSim::new(12, ServerConfig::default());
+    let a = s.add_edge("a", "198.51.100.1:51820", ("lab", "pw"), [10, 200, 0, 1], lab);
+    s.run_for(1.0);
+    let joined = s.now;
+    let b = s.add_edge("b", "203.0.113.9:40001", ("lab", "pw"), [10, 200, 0, 2], lab);
+    s.set_link_both(a, b, Link::down());
+    // Ping a -> b every 100 ms until one arrives (as an application would).
+    let mut first_ping = None;
+    for i in 0..60 {
+        let payload = format!("early {i}");
+        s.ping(a, b, payload.as_bytes());
+        s.run_for(0.1);
+        if s.received(b, a, payload.as_bytes()) > 0
+            || (0..i).any(|j| s.received(b, a, format!("early {j}").as_bytes()) > 0)
+        {
+            first_ping = Some(s.now);
+            break;
+        }
+    }
+    let first_ping = first_ping.expect("no ping through the relay within 6 s");
+    let took = first_ping.saturating_duration_since(joined);
+    println!("first ping through the relay {:.3}s after the second member started", took.as_secs_f64());
+    let bound = omni_core::nucleus::client::RELAY_AFTER + Duration::from_secs(1);
+    assert!(took <= bound, "relayed traffic after {took:?} (bound {bound:?})");
+    for (x, y) in [(a, b), (b, a)] {
+        let t = relayed_at(&s, x, y).or_else(|| {
+            s.run_for(1.0);
+            relayed_at(&s, x, y)
+        });
+        assert!(t.is_some(), "{x} never saw {y} relayed");
+    }
+    assert!(s.server().stats().relayed >= 2);
+    // No direct path yet: punch rounds go on (with PunchRequests, so both
+    // sides probe at once) and back off.
+    s.run_for(3.0);
+    let punches = s.server().stats().punches;
+    assert!(punches >= 2, "punch requests while relayed: {punches}");
+    for (x, y) in [(a, b), (b, a)] {
+        assert_eq!(s.edge(x).client.member(&s.hosts[y].public).unwrap().path, Path::Relayed);
+    }
+
+    // The firewall opens: the next punch round finds the direct path, and
+    // the path upgrades as soon as an authenticated packet arrives on it.
+    s.set_link_both(a, b, Link::ideal(20));
+    let opened = s.now;
+    let direct = |s: &NSim| {
+        [(a, b), (b, a)].iter().all(|&(x, y)| {
+            let e = s.edge(x);
+            let id = e.node.peer_by_key(&s.hosts[y].public).unwrap();
+            e.client.member(&s.hosts[y].public).unwrap().path == Path::Direct
+                && e.node.peer_stats(id).unwrap().endpoint == Some(s.hosts[y].addr)
+        })
+    };
+    let t = s.run_until_pred(10.0, direct).expect("no upgrade to direct within 10 s of the path opening");
+    println!("direct {:.3}s after the path opened", t.saturating_duration_since(opened).as_secs_f64());
+    assert!(s.edge(a).events.iter().any(|(_, e)| matches!(e, ClientEvent::Direct { .. })));
+    let before = s.server().stats().relayed;
+    assert!(s.ping(a, b, b"direct now"));
+    assert!(s.ping(b, a, b"both ways"));
+    s.run_for(0.5);
+    assert_eq!(s.received(b, a, b"direct now"), 1);
+    assert_eq!(s.received(a, b, b"both ways"), 1);
+    assert_eq!(s.server().stats().relayed, before, "not relayed any more");
+
+    // A configured bound is honoured: between two members with
+    // relay_after = 3 s the relay is not asked for earlier, and comes right after.
+    let slow = |c: &mut ClientConfig, _: &mut EdgeNode| c.relay_after = Duration::from_secs(3);
+    let c = s.add_edge("c", "203.0.113.10:40002", ("lab", "pw"), [10, 200, 0, 3], slow);
+    s.run_for(0.5);
+    let d_at = s.now;
+    let d = s.add_edge("d", "203.0.113.11:40003", ("lab", "pw"), [10, 200, 0, 4], slow);
+    s.set_link_both(c, d, Link::down());
+    let t = s.run_until_pred(10.0, |s| relayed_at(s, c, d).is_some()).expect("c relayed to d");
+    let took = t.saturating_duration_since(d_at);
+    println!("relay_after = 3 s: relayed after {:.3}s", took.as_secs_f64());
+    assert!(took >= Duration::from_secs(3) && took <= Duration::from_millis(3500), "{took:?}");
+    // a reaches c and d directly.
+    assert_eq!(s.edge(c).client.member(&s.hosts[a].public).unwrap().path, Path::Direct);
+    assert_eq!(s.edge(d).client.member(&s.hosts[a].public).unwrap().path, Path::Direct);
+}
+
+#[test]
+fn a_member_that_moves_is_followed_at_its_new_address() {
+    let mut s = NSim::new(13, ServerConfig::default());
+    let a = s.add_edge("a", "198.51.100.1:51820", ("lab", "pw"), [10, 200, 0, 1], lab);
+    let b = s.add_edge("b", "198.51.100.2:51820", ("lab", "pw"), [10, 200, 0, 2], lab);
+    s.run_for(3.0);
+    assert_eq!(s.edge(a).client.member(&s.hosts[b].public).unwrap().path, Path::Direct);
+    // b's NAT mapping changes; its heartbeat shows the Nucleus the new one
+    // (nothing goes to a from there yet).
+    let new_addr = addr("198.51.100.22:40000");
+    s.hosts[b].addr = new_addr;
+    let now = s.now;
+    let e = s.edge_mut(b);
+    e.client.network_changed(now);
+    s.drain(b);
+    let moved_at = s.now;
+    let peer = s.edge(a).node.peer_by_key(&s.hosts[b].public).unwrap();
+    let t = s
+        .run_until_pred(2.0, |s| s.edge(a).node.peer_stats(peer).unwrap().endpoint == Some(new_addr))
+        .expect("a did not follow b");
+    println!("followed {:.3}s after the move", t.saturating_duration_since(moved_at).as_secs_f64());
+    assert!(
+        s.edge(a).events.iter().any(|(_, e)| *e == ClientEvent::Moved { peer, endpoint: new_addr }),
+        "the client followed the member itself"
+    );
+    s.run_for(0.5);
+    assert!(s.ping(a, b, b"at the new address"));
+    s.run_for(0.5);
+    assert_eq!(s.received(b, a, b"at the new address"), 1);
 }
 
 // ----- security ------------------------------------------------------------
@@ -804,6 +926,7 @@ fn wrong_secret_other_clusters_and_non_members_learn_nothing() {
                 challenge: ch,
                 proof: [0x55; 32],
                 vip: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 50)),
+                vip2: None,
                 locals: Default::default(),
             }),
         );
@@ -875,6 +998,98 @@ fn vip_theft_is_refused_until_the_holder_leaves() {
     assert_eq!(eb.node.route(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1))), eb.node.peer_by_key(&s.hosts[t].public));
 }
 
+/// An IPv6/UDP packet (the node checks the header, not the checksum).
+fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 48 + payload.len()];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40..42].copy_from_slice(&4000u16.to_be_bytes());
+    p[42..44].copy_from_slice(&4000u16.to_be_bytes());
+    p[44..46].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[48..].copy_from_slice(payload);
+    p
+}
+
+/// The IPv6 packets `to` received from `from`'s VIPs carrying `payload`.
+fn received_v6(s: &NSim, to: usize, from: Ipv6Addr, payload: &[u8]) -> usize {
+    s.edge(to).inbox.iter().filter(|(_, p)| p.len() >= 48 && p[8..24] == from.octets() && &p[48..] == payload).count()
+}
+
+#[test]
+fn dual_stack_members_route_both_vips_and_both_are_bound_to_the_key() {
+    let mut s = NSim::new(14, ServerConfig::default());
+    let v6 = |i: u16| Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, i);
+    let dual = |i: u16| move |c: &mut ClientConfig, _: &mut EdgeNode| c.vip2 = Some(IpAddr::V6(v6(i)));
+    let a = s.add_edge("a", "198.51.100.1:51820", ("lab", "pw"), [10, 200, 0, 1], dual(1));
+    let b = s.add_edge("b", "198.51.100.2:51820", ("lab", "pw"), [10, 200, 0, 2], dual(2));
+    // A single-stack member routes both VIPs of the dual-stack ones too.
+    let c = s.add_edge("c", "198.51.100.3:51820", ("lab", "pw"), [10, 200, 0, 3], lab);
+    s.run_for(3.0);
+    for (x, y, i) in [(a, b, 2), (b, a, 1), (c, a, 1), (c, b, 2)] {
+        assert!(s.knows(x, y));
+        let e = s.edge(x);
+        let id = e.node.peer_by_key(&s.hosts[y].public);
+        assert_eq!(e.node.route(IpAddr::V6(v6(i))), id, "{x} routes {y}'s IPv6 VIP");
+        assert_eq!(e.client.member(&s.hosts[y].public).unwrap().vip2, Some(IpAddr::V6(v6(i))));
+    }
+    assert_eq!(s.edge(a).client.member(&s.hosts[c].public).unwrap().vip2, None);
+    // IPv6 traffic between the IPv6 VIPs, both ways (IPv4 was covered elsewhere).
+    for (x, y, from, to) in [(a, b, 1, 2), (b, a, 2, 1)] {
+        let p = ipv6_udp(v6(from), v6(to), b"over v6");
+        let now = s.now;
+        let mut buf = vec![0u8; 4096];
+        let src = s.hosts[x].addr;
+        let e = s.edge_mut(x);
+        let Ok(Sent::Transmit(t)) = e.node.send_ip(now, &p, &mut buf) else { panic!("no session {x} -> {y}") };
+        s.emit(src, t.to, buf[..t.len].to_vec());
+        s.run_for(0.5);
+        assert_eq!(received_v6(&s, y, v6(from), b"over v6"), 1, "{x} -> {y} over IPv6");
+    }
+    assert!(s.ping(a, b, b"v4 too"));
+    s.run_for(0.5);
+    assert_eq!(s.received(b, a, b"v4 too"), 1);
+
+    // A thief claiming only a's IPv6 VIP (with a fresh IPv4 one) is refused,
+    // and so is one claiming only its IPv4 VIP.
+    let t6 = s.add_edge("thief6", "198.51.100.6:51820", ("lab", "pw"), [10, 200, 0, 66], dual(1));
+    let t4 = s.add_edge("thief4", "198.51.100.7:51820", ("lab", "pw"), [10, 200, 0, 1], dual(77));
+    s.run_for(5.0);
+    for t in [t6, t4] {
+        assert!(!s.registered(t));
+        assert!(s.edge(t).events.iter().any(|(_, e)| *e == ClientEvent::Refused { code: ErrorCode::VipInUse }));
+    }
+    let eb = s.edge(b);
+    assert_eq!(eb.node.route(IpAddr::V6(v6(1))), eb.node.peer_by_key(&s.hosts[a].public));
+    assert_eq!(s.server().member_count(), 3);
+    // Two VIPs of one family are refused by the codec (the client cannot even send them).
+    let r = s.add_raw("odd", "203.0.113.50:5000");
+    let ch = raw_hello(&mut s, r);
+    let m = Message::Register(wire::Register {
+        cluster_key: s.edge(a).cluster.public(),
+        challenge: ch,
+        proof: [0; 32],
+        vip: IpAddr::V4(Ipv4Addr::new(10, 200, 0, 90)),
+        vip2: Some(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 91))),
+        locals: Default::default(),
+    });
+    assert_eq!(m.emit(&mut [0u8; 256]), Err(wire::EmitError::Invalid));
+
+    // When a leaves, both of its VIPs are free: the IPv6 thief's retry gets in.
+    let now = s.now;
+    let ea = s.edge_mut(a);
+    ea.client.leave(now, &mut ea.node);
+    s.drain(a);
+    s.run_until_pred(60.0, |s| s.registered(t6) && s.registered(t4)).expect("both VIPs free after the holder left");
+    s.run_for(2.0);
+    let eb = s.edge(b);
+    assert_eq!(eb.node.route(IpAddr::V6(v6(1))), eb.node.peer_by_key(&s.hosts[t6].public));
+    assert_eq!(eb.node.route(IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1))), eb.node.peer_by_key(&s.hosts[t4].public));
+}
+
 #[test]
 fn replayed_datagrams_and_proofs_are_useless() {
     let mut s = NSim::new(6, ServerConfig::default());
@@ -929,13 +1144,14 @@ fn replayed_datagrams_and_proofs_are_useless() {
     let nucleus = s.nucleus_key;
     let auth = eb.cluster.auth_key::<RustCrypto>(&nucleus).unwrap();
     let vip = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 9));
-    let proof_for_b = auth.proof(&kb, &nucleus, &eb.cluster.public(), &ch, vip);
+    let proof_for_b = auth.proof(&kb, &nucleus, &eb.cluster.public(), &ch, vip, None);
     let reg = |proof, challenge| {
         Message::Register(wire::Register {
             cluster_key: eb.cluster.public(),
             challenge,
             proof,
             vip,
+            vip2: None,
             locals: Default::default(),
         })
     };
@@ -950,8 +1166,9 @@ fn replayed_datagrams_and_proofs_are_useless() {
     let m2 = Message::Register(wire::Register {
         cluster_key: eb.cluster.public(),
         challenge: ch,
-        proof: auth.proof(&own, &nucleus, &eb.cluster.public(), &ch, vip),
+        proof: auth.proof(&own, &nucleus, &eb.cluster.public(), &ch, vip, None),
         vip,
+        vip2: None,
         locals: Default::default(),
     });
     let since = s.now;

@@ -47,8 +47,8 @@ pub struct MeshArgs {
     #[arg(long, value_name = "BITS|MASK")]
     pub netmask: Option<String>,
 
-    /// Edge: our virtual IPv6 address, ADDR[/PREFIX] [default prefix: 64]
-    /// (IPv6-only clusters: the Nucleus carries one VIP per member).
+    /// Edge: our virtual IPv6 address, ADDR[/PREFIX] [default prefix: 64];
+    /// alone for an IPv6 cluster, with --vip for a dual-stack edge.
     #[arg(long, value_name = "IPV6[/PREFIX]")]
     pub vip6: Option<String>,
 
@@ -216,9 +216,13 @@ pub struct EdgeOptions {
     pub cluster: String,
     /// `None`: an unauthenticated cluster (anyone who knows the name joins).
     pub secret: Option<Zeroizing<String>>,
-    /// The VIP registered with the Nucleus and its prefix length.
+    /// The VIP registered with the Nucleus and its prefix length (`--vip`,
+    /// or `--vip6` alone).
     pub vip: IpAddr,
     pub prefix: u8,
+    /// With `--vip` and `--vip6` together (a dual-stack edge): the IPv6 VIP
+    /// and its prefix, registered as the member's second VIP.
+    pub vip2: Option<(IpAddr, u8)>,
     pub interface: String,
     pub port: u16,
     pub identity_dir: PathBuf,
@@ -234,6 +238,7 @@ impl std::fmt::Debug for EdgeOptions {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("vip", &self.vip)
             .field("prefix", &self.prefix)
+            .field("vip2", &self.vip2)
             .field("interface", &self.interface)
             .field("port", &self.port)
             .field("identity_dir", &self.identity_dir)
@@ -373,28 +378,29 @@ fn edge(args: &MeshArgs, file: &FileConfig, secret: Option<Zeroizing<String>>) -
         (Some(m), _) => Some(NetmaskValue::Text(m.clone())),
         (None, m) => m.clone(),
     };
-    let (vip, prefix) = match (vip4, vip6) {
-        (Some(_), Some(_)) => {
-            return Err("--vip and --vip6 together are not supported: the Nucleus registers one VIP per member \
-                        (use --vip6 alone for an IPv6 cluster)"
-                .into())
-        }
-        (None, None) => return Err("an edge needs --vip IP (its address in the cluster), e.g. --vip 10.200.0.1".into()),
-        (Some(v), None) => {
+    // --vip (IPv4), --vip6 (IPv6), or both (dual stack: the IPv4 VIP is the
+    // primary one, the IPv6 VIP the member's second VIP).
+    let v4 = match vip4 {
+        Some(v) => {
             let ip = parse_vip4(v)?;
             let prefix = match netmask {
                 Some(m) => parse_netmask(&m)?,
                 None => DEFAULT_PREFIX_V4,
             };
-            (IpAddr::V4(ip), prefix)
+            Some((IpAddr::V4(ip), prefix))
         }
-        (None, Some(v)) => {
-            if netmask.is_some() {
+        None => {
+            if netmask.is_some() && vip6.is_some() {
                 return Err("--netmask is for --vip (IPv4); give the IPv6 prefix as --vip6 ADDR/PREFIX".into());
             }
-            let (ip, prefix) = parse_vip6(v)?;
-            (IpAddr::V6(ip), prefix)
+            None
         }
+    };
+    let v6 = vip6.map(parse_vip6).transpose()?.map(|(ip, prefix)| (IpAddr::V6(ip), prefix));
+    let ((vip, prefix), vip2) = match (v4, v6) {
+        (Some(a), b) => (a, b),
+        (None, Some(b)) => (b, None),
+        (None, None) => return Err("an edge needs --vip IP (its address in the cluster), e.g. --vip 10.200.0.1".into()),
     };
     let interface =
         args.tun_interface.clone().or_else(|| file.interface.clone()).unwrap_or_else(|| DEFAULT_INTERFACE.to_string());
@@ -417,6 +423,7 @@ fn edge(args: &MeshArgs, file: &FileConfig, secret: Option<Zeroizing<String>>) -
         secret,
         vip,
         prefix,
+        vip2,
         interface,
         port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
         identity_dir: identity_dir(args, file),
@@ -613,6 +620,22 @@ mod tests {
         assert_eq!((e.vip, e.prefix), ("fd00:200::1".parse().unwrap(), 64));
         let e = edge(&["--nucleus", "n:1", "--cluster", "c", "--vip6", "fd00:200::1/48"]);
         assert_eq!(e.prefix, 48);
+        assert_eq!(e.vip2, None);
+        // Dual stack: the IPv4 VIP first, the IPv6 one second, each with its prefix.
+        let e = edge(&[
+            "--nucleus",
+            "n:1",
+            "--cluster",
+            "c",
+            "--vip",
+            "10.0.0.1",
+            "--netmask",
+            "16",
+            "--vip6",
+            "fd00::1/56",
+        ]);
+        assert_eq!((e.vip, e.prefix), (IpAddr::from([10, 0, 0, 1]), 16));
+        assert_eq!(e.vip2, Some(("fd00::1".parse().unwrap(), 56)));
         let e = edge(&["--nucleus", "n:1", "--cluster", "c", "--vip", "10.0.0.1", "--netmask", "/8"]);
         assert_eq!(e.prefix, 8);
     }
@@ -631,7 +654,8 @@ mod tests {
         assert!(with(&["--vip", "224.0.0.1"]).contains("unicast"));
         assert!(with(&["--vip", "10.0.0.1", "--netmask", "33"]).contains("--netmask"));
         assert!(with(&["--vip", "10.0.0.1", "--netmask", "255.0.255.0"]).contains("contiguous"));
-        assert!(with(&["--vip", "10.0.0.1", "--vip6", "fd00::1"]).contains("one VIP per member"));
+        assert!(with(&["--vip", "10.0.0.1", "--vip6", "fd00::1/129"]).contains("1 to 128"));
+        assert!(with(&["--vip", "10.0.0.1/8", "--vip6", "fd00::1"]).contains("--netmask"));
         assert!(with(&["--vip6", "fd00::1/129"]).contains("1 to 128"));
         assert!(with(&["--vip6", "fd00::1", "--netmask", "24"]).contains("--vip6 ADDR/PREFIX"));
         assert!(with(&["--vip", "10.0.0.1", "--secret", ""]).contains("--secret is empty"));

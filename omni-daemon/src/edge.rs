@@ -29,7 +29,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::time::TimeSpec;
 use omni_core::crypto::DefaultProvider;
 use omni_core::nucleus::client::{ClientEvent, HeapMembers, Path, State};
-use omni_core::nucleus::wire::MAX_LOCAL_ENDPOINTS;
+use omni_core::nucleus::wire::{self, MAX_LOCAL_ENDPOINTS};
 use omni_core::nucleus::{ClientConfig, ClusterSecret, NucleusClient};
 use omni_core::{Event, Incoming, Instant, NodeConfig, PeerId, PublicKey, WallTime};
 use rand_chacha::ChaCha20Rng;
@@ -108,8 +108,10 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
         Ok(()) => {}
         Err(e) => warn!("cannot set MTU {MTU} on {name}: {e}"),
     }
-    ifconfig::configure(&name, opts.vip, opts.prefix)
-        .with_context(|| format!("cannot give {name} the address {}/{}", opts.vip, opts.prefix))?;
+    for (vip, prefix) in [(opts.vip, opts.prefix)].into_iter().chain(opts.vip2) {
+        ifconfig::configure(&name, vip, prefix)
+            .with_context(|| format!("cannot give {name} the address {vip}/{prefix}"))?;
+    }
     let addr_watch = match AddrWatch::open() {
         Ok(w) => Some(w),
         Err(e) => {
@@ -134,12 +136,14 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
     node.set_wall_time(now, WallTime::now_system());
     let public = node.public_key().context("no public key")?;
     let mut config = ClientConfig::new(nucleus_key, nucleus_addr, opts.vip);
+    config.vip2 = opts.vip2.map(|(vip, _)| vip);
     let announced = locals(&sockets, &name);
     config.local_endpoints = announced.iter().copied().take(MAX_LOCAL_ENDPOINTS).collect();
     let mut client = Client::new(config, cluster);
     client.start(now, &mut node).map_err(|e| anyhow::anyhow!("cannot start the Nucleus client: {e:?}"))?;
+    let vip2 = opts.vip2.map(|(v, p)| format!("{v}/{p}")).unwrap_or_default();
     info!(
-        interface = %name, vip = %opts.vip, prefix = opts.prefix, key = %public, port = sockets.port,
+        interface = %name, vip = %opts.vip, prefix = opts.prefix, vip2, key = %public, port = sockets.port,
         nucleus = %nucleus_addr, cluster = %opts.cluster, status = %status.path().display(),
         "edge running"
     );
@@ -153,6 +157,7 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
         clock,
         vip: opts.vip,
         prefix: opts.prefix,
+        vip2: opts.vip2,
         nucleus: nucleus_addr,
         cluster: opts.cluster.clone(),
         buf: vec![0; BUF],
@@ -161,7 +166,6 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
         wall_at: now.saturating_add(WALL_RESYNC),
         addr_settle: None,
         locals: announced,
-        reflexive_seen: std::collections::HashMap::new(),
         nucleus_key,
         key_learned: learned,
         pin_path: identity::pinned_path(&opts.identity_dir, &opts.nucleus),
@@ -211,7 +215,7 @@ fn discover_key(sockets: &Sockets, nucleus: SocketAddr, sigfd: &SignalFd) -> any
     let mut tries = 0u32;
     loop {
         nucleus_server::disable_gro(sockets);
-        if let Err(e) = sockets.send_to(&nucleus_server::key_query(), nucleus) {
+        if let Err(e) = sockets.send_to(&wire::key_query(), nucleus) {
             debug!("key query: {e}");
         }
         tries += 1;
@@ -240,7 +244,7 @@ fn discover_key(sockets: &Sockets, nucleus: SocketAddr, sigfd: &SignalFd) -> any
             for s in [&sockets.v4, &sockets.v6].into_iter().flatten() {
                 while let Ok(r) = udp::recv(s, &mut buf) {
                     if r.from == nucleus {
-                        if let Some(k) = nucleus_server::parse_key_reply(&buf[..r.len]) {
+                        if let Some(k) = wire::parse_key_reply(&buf[..r.len]) {
                             return Ok(Some(k));
                         }
                     }
@@ -264,6 +268,8 @@ struct Edge {
     clock: Clock,
     vip: IpAddr,
     prefix: u8,
+    /// The second VIP (dual stack) and its prefix.
+    vip2: Option<(IpAddr, u8)>,
     nucleus: SocketAddr,
     cluster: String,
     /// Reads (TUN packets, datagrams).
@@ -274,8 +280,6 @@ struct Edge {
     out2: Vec<u8>,
     wall_at: Instant,
     addr_settle: Option<Instant>,
-    /// Each member's reflexive endpoint as last seen (see `follow_moved_members`).
-    reflexive_seen: std::collections::HashMap<PublicKey, Option<SocketAddr>>,
     /// The Nucleus key we use, and whether it was learned on first contact
     /// (then a failing Nucleus handshake makes us check it is still the one).
     nucleus_key: PublicKey,
@@ -383,9 +387,7 @@ impl Edge {
         }
         self.locals.clone_from(&new);
         info!(locals = ?new, "host addresses changed: re-announcing, rebinding sessions");
-        self.client.set_local_endpoints(now, new.into_iter().take(MAX_LOCAL_ENDPOINTS).collect());
-        self.client.network_changed(now);
-        self.node.rebind(now);
+        self.client.addresses_changed(now, &mut self.node, new.into_iter().take(MAX_LOCAL_ENDPOINTS).collect());
         self.flush(now);
     }
 
@@ -419,7 +421,7 @@ impl Edge {
     fn datagram(&mut self, now: Instant, from: SocketAddr, start: usize, end: usize) {
         let dg = &self.buf[start..end];
         if from == self.nucleus {
-            if let Some(key) = nucleus_server::parse_key_reply(dg) {
+            if let Some(key) = wire::parse_key_reply(dg) {
                 if key != self.nucleus_key {
                     error!(
                         nucleus = %self.nucleus, key = %key, pinned = %self.nucleus_key, pin = %self.pin_path.display(),
@@ -441,7 +443,7 @@ impl Edge {
             Ok(Incoming::Control { peer, len }) => {
                 match self.client.handle_control(now, &mut self.node, peer, &self.out[..len], &mut self.out2) {
                     Ok(Some((_, n))) => write_tun(&self.tun, &self.out2[..n]),
-                    Ok(None) => self.follow_moved_members(now),
+                    Ok(None) => {}
                     Err(e) => debug!(%from, "signaling payload dropped: {e:?}"),
                 }
             }
@@ -480,33 +482,6 @@ impl Edge {
         Ok(true)
     }
 
-    /// A member we reach directly at its reflexive address got a new one
-    /// (its NAT mapping changed: it moved, or its address changed): follow
-    /// it at once and handshake there, rather than wait for the old path to
-    /// fail. The client leaves the endpoint of a direct member alone; the
-    /// new address comes from the Nucleus over its authenticated session,
-    /// the same source the client trusts for every other endpoint.
-    fn follow_moved_members(&mut self, now: Instant) {
-        let mut moves = Vec::new();
-        for m in self.client.members().values() {
-            let before = self.reflexive_seen.insert(m.key, m.reflexive);
-            let (Some(Some(old)), Some(new)) = (before, m.reflexive) else { continue };
-            if old == new || m.path != Path::Direct {
-                continue;
-            }
-            if self.node.peer_stats(m.peer).and_then(|s| s.endpoint) == Some(old) {
-                moves.push((m.peer, m.vip, old, new));
-            }
-        }
-        let client = &self.client;
-        self.reflexive_seen.retain(|k, _| client.member(k).is_some());
-        for (peer, vip, old, new) in moves {
-            info!(%vip, %old, %new, "member's address changed: following it");
-            self.node.set_endpoint(peer, Some(new));
-            self.node.initiate(now, peer);
-        }
-    }
-
     /// Every node event to the client (and the log).
     fn forward_node_events(&mut self, now: Instant) {
         while let Some(e) = self.node.poll_event() {
@@ -520,7 +495,7 @@ impl Edge {
                     debug!(peer = %self.describe(peer), "handshake did not complete");
                     if Some(peer) == self.client.nucleus_peer() && self.key_learned {
                         // Is the pinned key still the Nucleus's? (The answer is only logged.)
-                        send(&self.sockets, &nucleus_server::key_query(), self.nucleus);
+                        send(&self.sockets, &wire::key_query(), self.nucleus);
                     }
                 }
                 other => trace!("{other:?}"),
@@ -551,13 +526,20 @@ impl Edge {
                 }
                 ClientEvent::Refused { code } => warn!(?code, "the Nucleus refused our request"),
                 ClientEvent::NucleusLost => warn!("the Nucleus stopped answering: registering again"),
-                ClientEvent::PeerAdded { key, vip, .. } => info!(%vip, %key, "member added"),
+                ClientEvent::PeerAdded { peer, key, vip } => {
+                    let vip2 = self.client.member_by_peer(peer).and_then(|m| m.vip2);
+                    let vip2 = vip2.map(|v| v.to_string()).unwrap_or_default();
+                    info!(%vip, vip2, %key, "member added")
+                }
                 ClientEvent::PeerRemoved { key, .. } => info!(%key, "member removed"),
                 ClientEvent::PeerSkipped { key } => warn!(%key, "member skipped (table full or key in use)"),
                 ClientEvent::Relayed { peer } => {
                     info!(peer = %self.describe(peer), "member reached through the Nucleus relay")
                 }
                 ClientEvent::Direct { peer } => info!(peer = %self.describe(peer), "member reached directly"),
+                ClientEvent::Moved { peer, endpoint } => {
+                    info!(peer = %self.describe(peer), %endpoint, "member's address changed: following it")
+                }
                 ClientEvent::Left => info!("left the cluster"),
                 other => debug!("{other:?}"),
             }
@@ -569,22 +551,12 @@ impl Edge {
         if Some(peer) == self.client.nucleus_peer() {
             return format!("nucleus {}", self.nucleus);
         }
-        let mut found = None;
-        self.client.members().values().for_each(|m| {
-            if m.peer == peer {
-                found = Some(format!("{} ({})", m.vip, m.key));
-            }
-        });
-        found.unwrap_or_else(|| format!("{peer:?}"))
-    }
-
-    fn state_name(&self) -> &'static str {
-        match self.client.state() {
-            State::Idle => "idle",
-            State::Connecting => "connecting",
-            State::Registering => "registering",
-            State::Registered => "registered",
-            State::Left => "left",
+        match self.client.member_by_peer(peer) {
+            Some(m) => match m.vip2 {
+                Some(v2) => format!("{} {} ({})", m.vip, v2, m.key),
+                None => format!("{} ({})", m.vip, m.key),
+            },
+            None => format!("{peer:?}"),
         }
     }
 
@@ -593,14 +565,20 @@ impl Edge {
         let now = self.clock.now();
         let mut s = String::new();
         let key = self.node.public_key().map(|k| k.to_string()).unwrap_or_default();
-        let _ = writeln!(s, "interface: {}  vip: {}/{}  key: {}", self.name, self.vip, self.prefix, key);
+        let vips = [(self.vip, self.prefix)]
+            .into_iter()
+            .chain(self.vip2)
+            .map(|(v, p)| format!("{v}/{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "interface: {}  vip: {}  key: {}", self.name, vips, key);
         let _ = writeln!(s, "cluster: {}  listening port: {}", self.cluster, self.sockets.port);
         let reflexive = self.client.reflexive().map_or("-".to_string(), |r| r.to_string());
         let _ = writeln!(
             s,
             "nucleus: {}  state: {}  reflexive: {}  members: {}  up: {}",
             self.nucleus,
-            self.state_name(),
+            self.client.state().name(),
             reflexive,
             self.client.members().len(),
             human_ago(now.saturating_duration_since(self.started)).trim_end_matches(" ago"),
@@ -615,21 +593,21 @@ impl Edge {
         self.client.members().values().for_each(|m| {
             let st = self.node.peer_stats(m.peer);
             let endpoint = st.and_then(|s| s.endpoint).map_or("-".to_string(), |e| e.to_string());
-            let path = match m.path {
-                Path::Direct => "direct",
-                Path::Relayed => "relayed",
-                Path::RelayRequested => "relaying",
-                Path::Connecting => "connecting",
-            };
+            let path = m.path.name();
             let hs = st
                 .and_then(|s| s.last_handshake)
                 .map_or("never".to_string(), |t| human_ago(now.saturating_duration_since(t)));
             let (rx, tx) = st.map_or((0, 0), |s| (s.rx_bytes, s.tx_bytes));
+            // A dual-stack member: both VIPs, comma-separated, in the first column.
+            let vips = match m.vip2 {
+                Some(v2) => format!("{},{}", m.vip, v2),
+                None => m.vip.to_string(),
+            };
             rows.push((
                 m.vip,
                 format!(
                     "{:<18} {:<44} {:<24} {:<10} {:<14} {:>10} {:>10}",
-                    m.vip.to_string(),
+                    vips,
                     m.key.to_string(),
                     endpoint,
                     path,

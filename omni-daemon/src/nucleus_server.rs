@@ -5,7 +5,7 @@
 //! next deadline.
 //!
 //! Besides WireGuard, the port answers one daemon-level message, the key
-//! query (see [`key_query`]): an edge started without `--nucleus-key` asks
+//! query (see `omni_core::nucleus::wire::key_query`): an edge started without `--nucleus-key` asks
 //! for the Nucleus's public key once and pins it (trust on first use). The
 //! answer is smaller than the question, so the port is no amplifier.
 
@@ -19,10 +19,11 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
-use omni_core::crypto::DefaultProvider;
+use omni_core::crypto::{CryptoProvider, DefaultProvider, RustCrypto};
 use omni_core::nucleus::server::{Handled, ServerEvent, ServerStats};
+use omni_core::nucleus::wire::{is_key_query, key_reply};
 use omni_core::nucleus::{NucleusServer, ServerConfig};
-use omni_core::{Instant, PublicKey, WallTime};
+use omni_core::{Instant, WallTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tracing::{debug, info, warn};
@@ -33,7 +34,31 @@ use crate::identity;
 use crate::status::{metric, MetricsServer};
 use crate::udp::{self, Sockets};
 
-pub type Server = NucleusServer<DefaultProvider, ChaCha20Rng>;
+pub type Server = NucleusServer<NucleusCrypto, ChaCha20Rng>;
+
+/// The Nucleus's crypto: the default provider's X25519 (aws-lc: fast
+/// handshakes, the Nucleus's main CPU cost), and ChaCha20-Poly1305 keys held
+/// as their 32 bytes (omni-core's RustCrypto AEAD), because the Nucleus keeps
+/// a session for every edge: aws-lc allocates an AEAD context of about 600
+/// bytes per key, two per session, which would be most of the Nucleus's
+/// memory per member. Its messages are small (signaling) or rate-limited
+/// (relayed data, 1 MiB/s per member), so the portable AEAD costs little.
+#[derive(Debug)]
+pub struct NucleusCrypto;
+
+impl CryptoProvider for NucleusCrypto {
+    type AeadKey = <RustCrypto as CryptoProvider>::AeadKey;
+    type X25519Secret = <DefaultProvider as CryptoProvider>::X25519Secret;
+    fn x25519_secret(bytes: &[u8; 32]) -> Self::X25519Secret {
+        DefaultProvider::x25519_secret(bytes)
+    }
+    fn x25519_public(secret: &Self::X25519Secret) -> [u8; 32] {
+        DefaultProvider::x25519_public(secret)
+    }
+    fn x25519(secret: &Self::X25519Secret, public: &[u8; 32]) -> [u8; 32] {
+        DefaultProvider::x25519(secret, public)
+    }
+}
 
 /// Output buffers: 1700 bytes always suffice for the server; receive
 /// buffers hold any datagram.
@@ -45,43 +70,11 @@ const WALL_RESYNC: Duration = Duration::from_secs(60);
 const STATS_EVERY: Duration = Duration::from_secs(300);
 
 // ----- the key query ---------------------------------------------------------
+// Its codec lives in omni-core (`nucleus::wire::{key_query, key_reply, ...}`)
+// so every host (phones, firmware) speaks it the same way.
 
-/// Opens both the query and the answer. Its first four bytes, read as a
-/// little-endian message type, are no WireGuard message.
-const KEY_MAGIC: &[u8; 16] = b"omni-nucleus-key";
-/// A query: the magic, `?`, zero padding (longer than the answer).
-pub const KEY_QUERY_LEN: usize = 64;
-/// An answer: the magic and the 32-byte key.
-pub const KEY_REPLY_LEN: usize = 48;
 /// Key queries answered per second (all sources together).
 const KEY_QUERIES_PER_SEC: u32 = 100;
-
-/// The query an edge sends to learn the Nucleus's key.
-pub fn key_query() -> [u8; KEY_QUERY_LEN] {
-    let mut q = [0u8; KEY_QUERY_LEN];
-    q[..16].copy_from_slice(KEY_MAGIC);
-    q[16] = b'?';
-    q
-}
-
-pub fn is_key_query(d: &[u8]) -> bool {
-    d.len() == KEY_QUERY_LEN && d[..16] == KEY_MAGIC[..] && d[16] == b'?' && d[17..].iter().all(|&b| b == 0)
-}
-
-pub fn key_reply(key: &PublicKey) -> [u8; KEY_REPLY_LEN] {
-    let mut r = [0u8; KEY_REPLY_LEN];
-    r[..16].copy_from_slice(KEY_MAGIC);
-    r[16..].copy_from_slice(&key.0);
-    r
-}
-
-pub fn parse_key_reply(d: &[u8]) -> Option<PublicKey> {
-    if d.len() != KEY_REPLY_LEN || d[..16] != KEY_MAGIC[..] {
-        return None;
-    }
-    let key: [u8; 32] = d[16..].try_into().ok()?;
-    Some(PublicKey(key))
-}
 
 /// A token bucket (one per process: key queries are rare).
 struct Bucket {
@@ -371,25 +364,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_query_and_reply() {
-        let q = key_query();
-        assert!(is_key_query(&q));
-        // Never a WireGuard message (types 1..4 as little-endian u32).
-        let t = u32::from_le_bytes(q[..4].try_into().unwrap());
-        assert!(!(1..=4).contains(&t));
-        assert!(!is_key_query(&q[..63]));
-        let mut bad = q;
-        bad[40] = 1;
-        assert!(!is_key_query(&bad));
-        let key = PublicKey([7; 32]);
-        let r = key_reply(&key);
-        // No amplification.
-        assert!(r.len() < q.len());
-        assert_eq!(parse_key_reply(&r), Some(key));
-        assert_eq!(parse_key_reply(&r[..47]), None);
-        assert_eq!(parse_key_reply(&q), None);
+    fn key_queries_are_rate_limited() {
         let mut b = Bucket { tokens: 2, last: Instant::ZERO };
         assert!(b.allow(Instant::ZERO) && b.allow(Instant::ZERO) && !b.allow(Instant::ZERO));
         assert!(b.allow(Instant::from_secs(1)));
+        // The Nucleus answers exactly the core's query with the core's reply format.
+        let q = omni_core::nucleus::wire::key_query();
+        assert!(is_key_query(&q));
+        let k = omni_core::PublicKey([9; 32]);
+        assert_eq!(omni_core::nucleus::wire::parse_key_reply(&key_reply(&k)), Some(k));
     }
 }

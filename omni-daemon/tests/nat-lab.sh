@@ -12,12 +12,14 @@
 #
 # Cases: 1 no NAT; 2 both behind MASQUERADE -> direct; 3 one --random-fully
 # + one MASQUERADE -> relayed; 4 both --random-fully -> relayed; 5 UDP
-# between the edges' networks dropped -> relayed; 6 two edges behind one NAT
+# between the edges' networks dropped -> relayed, first ping within 5 s of
+# starting the edges (direct cases: 10 s); 6 two edges behind one NAT
 # -> direct over the LAN; 7 an edge changes address mid-transfer -> traffic
 # resumes; 8 the Nucleus restarts -> pings between connected edges never
 # stop; 9 wrong secret -> no peers, no tunnel; 10 malformed datagrams to the
 # Nucleus -> it keeps serving; 11 an IPv6 cluster (--vip6) configured from a
-# 0600 TOML file. Case `demo` is the local demo cluster (scripts/demo-cluster.sh).
+# 0600 TOML file; 12 dual-stack edges (--vip and --vip6): both VIPs ping
+# both ways. Case `demo` is the local demo cluster (scripts/demo-cluster.sh).
 #
 # Everything it creates is namespaced and named after its PID; a trap
 # removes it on every exit path. Every wait has a timeout.
@@ -33,7 +35,7 @@ for tool in ip iptables ping timeout; do
 done
 
 CASES=("$@")
-[ ${#CASES[@]} -gt 0 ] || CASES=(1 2 3 4 5 6 7 8 9 10 11)
+[ ${#CASES[@]} -gt 0 ] || CASES=(1 2 3 4 5 6 7 8 9 10 11 12)
 
 if [ -z "${OMNI_DAEMON:-}" ]; then
     # A debug build is plenty for pings (and shares the test build's artifacts).
@@ -206,9 +208,11 @@ wait_ping() {
     return 1
 }
 
-# field IFNAME VIP COLUMN: a column of the peer's row in `omni-daemon status`.
+# field IFNAME VIP COLUMN: a column of the peer's row in `omni-daemon status`
+# (a dual-stack member's row starts with both VIPs: "V4,V6").
 field() {
-    timeout 5 "$BIN" status -i "$1" 2>/dev/null | awk -v v="$2" -v c="$3" '$1 == v { print $c }'
+    timeout 5 "$BIN" status -i "$1" 2>/dev/null |
+        awk -v v="$2" -v c="$3" '{ n = split($1, vips, ","); for (i = 1; i <= n; i++) if (vips[i] == v) print $c }'
 }
 
 # wait_path IFNAME VIP PATH SECONDS
@@ -302,7 +306,7 @@ case_1() { # no NAT
     public_host a 203.0.113.11
     public_host b 203.0.113.12
     A_EXTRA="--metrics 127.0.0.1:9184"
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 30 "1 no NAT"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 10 "1 no NAT"
     # The opt-in Prometheus endpoints answer (edge and Nucleus).
     local m
     m="$(scrape a 127.0.0.1 9184)"
@@ -328,17 +332,17 @@ nat_pair() { # nat_pair NAT-A NAT-B
 
 case_2() {
     nat_pair masq masq
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 40 "2 both MASQUERADE"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 10 "2 both MASQUERADE"
 }
 
 case_3() {
     nat_pair random masq
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 relayed 25 "3 --random-fully + MASQUERADE"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 relayed 5 "3 --random-fully + MASQUERADE"
 }
 
 case_4() {
     nat_pair random random
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 relayed 25 "4 both --random-fully"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 relayed 5 "4 both --random-fully"
 }
 
 case_5() {
@@ -346,7 +350,7 @@ case_5() {
     # A firewall drops UDP between the two sites (the Nucleus stays reachable).
     nsx ra iptables -A FORWARD -o wan -p udp -d 203.0.113.3 -j DROP
     nsx rb iptables -A FORWARD -o wan -p udp -d 203.0.113.2 -j DROP
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 relayed 25 "5 UDP between sites dropped"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 relayed 5 "5 UDP between sites dropped"
 }
 
 case_6() {
@@ -355,7 +359,7 @@ case_6() {
     router ra 203.0.113.2 1 masq
     lan_host a ra 1 2
     lan_host b ra 1 3
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 30 "6 two edges behind one NAT"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 10 "6 two edges behind one NAT"
     local ep
     ep="$(field omniA 10.200.0.2 3)"
     [ "$ep" = "192.168.1.3:51820" ] || { log "expected the LAN endpoint 192.168.1.3:51820, got $ep"; return 1; }
@@ -363,7 +367,7 @@ case_6() {
 
 case_7() {
     nat_pair masq masq
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 40 "7 address change (before)"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 10 "7 address change (before)"
     # A transfer from B to A, then A's LAN address changes under it.
     ip netns exec "$P-b" ping -i 0.1 -W1 -q -w 60 10.200.0.1 >"$RUN/ping7.txt" 2>&1 &
     local ping_pid=$!
@@ -385,7 +389,7 @@ case_7() {
 
 case_8() {
     nat_pair masq masq
-    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 40 "8 Nucleus restart (before)"
+    connect_pair a omniA 10.200.0.1 b omniB 10.200.0.2 direct 10 "8 Nucleus restart (before)"
     # 20 s of pings (5 per second) while the Nucleus is stopped and restarted.
     ip netns exec "$P-a" ping -i 0.2 -W1 -c 100 -q 10.200.0.2 >"$RUN/ping8.txt" 2>&1 &
     local ping_pid=$!
@@ -485,13 +489,42 @@ case_11() { # an IPv6 cluster (--vip6) across two NATs, with a secret from a 060
     track $!
     ip netns exec "$P-b" "$BIN" --config "$conf" >>"$RUN/omniB.log" 2>&1 &
     track $!
-    wait_ping a fd00:200::2 30 || { log "no ping fd00:200::1 -> fd00:200::2"; return 1; }
+    wait_ping a fd00:200::2 10 || { log "no ping fd00:200::1 -> fd00:200::2"; return 1; }
     local first
     first="$(elapsed "$t0")"
     wait_ping b fd00:200::1 10 || { log "no ping fd00:200::2 -> fd00:200::1"; return 1; }
     wait_path omniA fd00:200::2 direct 10 || return 1
     printf '%-40s first ping %5s s  path direct\n' "11 IPv6 VIPs (--vip6, --config)" "$first" >>"$SUMMARY"
     log "11: IPv6 VIPs: first ping after $first s, direct"
+}
+
+case_12() { # dual-stack edges: --vip and --vip6 together, across two NATs
+    nat_pair masq masq
+    local t0
+    t0="$(now)"
+    start_edge a omniA 10.200.0.1 --vip6 fd00:200::1/64 --secret ds --nucleus-key "$NUCLEUS_KEY"
+    start_edge b omniB 10.200.0.2 --vip6 fd00:200::2/64 --secret ds
+    wait_ping a 10.200.0.2 10 || { log "no ping 10.200.0.1 -> 10.200.0.2"; return 1; }
+    local first
+    first="$(elapsed "$t0")"
+    wait_ping a fd00:200::2 10 || { log "no ping fd00:200::1 -> fd00:200::2"; return 1; }
+    wait_ping b 10.200.0.1 10 || { log "no ping 10.200.0.2 -> 10.200.0.1"; return 1; }
+    wait_ping b fd00:200::1 10 || { log "no ping fd00:200::2 -> fd00:200::1"; return 1; }
+    # Both addresses are on each interface, with their prefixes.
+    local ifaddrs
+    ifaddrs="$(nsx a ip -o addr show dev omniA)"
+    grep -q 'inet 10.200.0.1/24' <<<"$ifaddrs" || { log "omniA: $ifaddrs"; return 1; }
+    grep -q 'inet6 fd00:200::1/64' <<<"$ifaddrs" || { log "omniA: $ifaddrs"; return 1; }
+    # status shows both of ours and both of the member's, one row.
+    local st row
+    st="$(timeout 5 "$BIN" status -i omniA)"
+    grep -q 'vip: 10.200.0.1/24, fd00:200::1/64' <<<"$st" || { log "status: $st"; return 1; }
+    row="$(grep -c '^10.200.0.2,fd00:200::2 ' <<<"$st")"
+    [ "$row" = 1 ] || { log "status has no dual-stack row for the member: $st"; return 1; }
+    wait_path omniA fd00:200::2 direct 10 || return 1
+    wait_path omniB 10.200.0.1 direct 10 || return 1
+    printf '%-40s first ping %5s s  both VIPs both ways, path direct\n' "12 dual-stack edges (--vip + --vip6)" "$first" >>"$SUMMARY"
+    log "12: dual stack: first ping after $first s; IPv4 and IPv6 VIPs ping both ways"
 }
 
 run_case() {

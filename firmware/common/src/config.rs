@@ -8,7 +8,19 @@
 //! ```
 //!
 //! `peer=` opens a new peer; `endpoint`, `allowed` (repeatable), `keepalive`
-//! and `psk` apply to the last one. Tokens without `=` and unknown keys are
+//! and `psk` apply to the last one.
+//!
+//! A device that joins a cluster through a Nucleus instead of (or besides)
+//! configured peers adds (the VIP is then its VIP in the cluster):
+//!
+//! ```text
+//! nucleus=10.0.2.2:51820 nucleus_key=<base64 public key> cluster=NAME secret=S
+//! ```
+//!
+//! `nucleus_key` is required (a device pins the Nucleus's key; there is no
+//! trust on first use); without `secret` the cluster is unauthenticated. The
+//! secret is a cluster credential: keep such a configuration where only the
+//! device reads it (flash, or an owner-only file under QEMU). Tokens without `=` and unknown keys are
 //! ignored (boards add their own, e.g. `state=` or `ip=`), so a board can
 //! look them up with [`Config::get`].
 
@@ -31,6 +43,16 @@ pub struct PeerSpec {
     pub keepalive: Option<u16>,
 }
 
+/// How the device joins a cluster (see the module documentation).
+#[derive(Clone)]
+pub struct NucleusSpec<'a> {
+    pub endpoint: SocketAddrV4,
+    pub key: PublicKey,
+    pub cluster: &'a str,
+    /// Empty: an unauthenticated cluster.
+    pub secret: &'a str,
+}
+
 #[derive(Clone)]
 pub struct Config<'a> {
     text: &'a str,
@@ -41,6 +63,7 @@ pub struct Config<'a> {
     /// UDP port the node listens on (on the outer network).
     pub listen_port: u16,
     pub peers: heapless::Vec<PeerSpec, MAX_PEERS>,
+    pub nucleus: Option<NucleusSpec<'a>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
@@ -51,6 +74,8 @@ pub enum ConfigError {
     ValueBeforePeer(&'static str),
     TooManyPeers,
     TooManyAllowedIps,
+    /// `nucleus=` without `nucleus_key=` or `cluster=`, or those without `nucleus=`.
+    IncompleteNucleus,
 }
 
 impl<'a> Config<'a> {
@@ -103,7 +128,23 @@ impl<'a> Config<'a> {
         }
         let private_key = private_key.ok_or(ConfigError::MissingKey)?;
         let (vip, vip_prefix) = vip.ok_or(ConfigError::MissingVip)?;
-        Ok(Config { text, private_key, vip, vip_prefix, listen_port, peers })
+        let nucleus = Self::nucleus(text)?;
+        Ok(Config { text, private_key, vip, vip_prefix, listen_port, peers, nucleus })
+    }
+
+    fn nucleus(text: &'a str) -> Result<Option<NucleusSpec<'a>>, ConfigError> {
+        let get = |key: &str| tokens(text).find(|(k, _)| *k == key).map(|(_, v)| v);
+        let (endpoint, key, cluster) = match (get("nucleus"), get("nucleus_key"), get("cluster")) {
+            (None, None, None) => return Ok(None),
+            (Some(e), Some(k), Some(c)) if !c.is_empty() => (e, k, c),
+            _ => return Err(ConfigError::IncompleteNucleus),
+        };
+        Ok(Some(NucleusSpec {
+            endpoint: SocketAddrV4::from_str(endpoint).map_err(|_| ConfigError::BadValue("nucleus"))?,
+            key: PublicKey::from_base64(key).map_err(|_| ConfigError::BadValue("nucleus_key"))?,
+            cluster,
+            secret: get("secret").unwrap_or(""),
+        }))
     }
 
     /// The first value of a key, including keys this module does not know.

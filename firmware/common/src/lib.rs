@@ -7,6 +7,9 @@
 //! - [`wall`]: TAI64N wall time for boards without a battery-backed clock: a
 //!   counter persisted in flash (or the board's equivalent) that only goes up,
 //!   so a rebooted device's handshakes are never taken for replays.
+//! - [`nucleus`]: joining a cluster through a Nucleus (omni-core's
+//!   `NucleusClient` as the tunnel's [`Signaling`](tunnel::Signaling)), with
+//!   wall time from the Nucleus kept monotonic by [`wall`].
 //! - [`config`]: one text format for a device's tunnel configuration, parsed
 //!   without allocation (compiled in, read from flash, or from the QEMU
 //!   command line).
@@ -15,10 +18,11 @@
 #![no_std]
 
 pub mod config;
+pub mod nucleus;
 pub mod tunnel;
 pub mod wall;
 
-pub use config::{Config, ConfigError, PeerSpec};
+pub use config::{Config, ConfigError, NucleusSpec, PeerSpec};
 pub use tunnel::{Tunnel, TunnelResources, TunnelStats, TUNNEL_MTU};
 pub use wall::{PersistedWall, WallStore};
 

@@ -26,9 +26,9 @@ use embassy_net_driver::LinkState;
 use embassy_net_driver_channel as ch;
 use embassy_time::Timer;
 use omni_core::crypto::CryptoProvider;
-use omni_core::node::{Received, Sent, IN_PLACE_OFFSET};
+use omni_core::node::{Incoming, Received, SendError, Sent, Transmit, IN_PLACE_OFFSET};
 use omni_core::storage::Storage;
-use omni_core::{Event, Instant, Node, NodeConfig, PeerConfig};
+use omni_core::{Event, Instant, Node, NodeConfig, PeerConfig, PeerId, WallTime};
 
 use crate::config::Config;
 use crate::{omni_now, to_embassy};
@@ -38,8 +38,10 @@ pub const TUNNEL_MTU: usize = 1420;
 /// Largest datagram the node produces for a `TUNNEL_MTU` packet (16-byte
 /// header, payload padded but never past the MTU, 16-byte tag), rounded up.
 pub const DATAGRAM_MAX: usize = TUNNEL_MTU + 32 + 12;
-/// The work buffers also hold the in-place headroom and padding slack.
-const WORK: usize = DATAGRAM_MAX + 16;
+/// The work buffers also hold the in-place headroom and padding slack, and
+/// the framing of a datagram relayed through a Nucleus (a `RelayData` header
+/// and key, and the Nucleus session's own transport overhead: < 128 bytes).
+const WORK: usize = DATAGRAM_MAX + 128;
 const SOCKET_PACKETS: usize = 4;
 
 /// Counters the tunnel task updates (only that task writes them, so plain
@@ -51,6 +53,9 @@ pub struct TunnelStats {
     pub packets_out: AtomicU32,
     pub datagrams_dropped: AtomicU32,
     pub stale_timestamps: AtomicU32,
+    /// The wall clock (Unix seconds) last taken from the control plane (the
+    /// Nucleus's time), 0 if none yet.
+    pub control_wall_secs: AtomicU32,
 }
 
 impl TunnelStats {
@@ -61,6 +66,7 @@ impl TunnelStats {
             packets_out: AtomicU32::new(0),
             datagrams_dropped: AtomicU32::new(0),
             stale_timestamps: AtomicU32::new(0),
+            control_wall_secs: AtomicU32::new(0),
         }
     }
 }
@@ -106,12 +112,85 @@ impl<const N_RX: usize, const N_TX: usize> Default for TunnelResources<N_RX, N_T
 pub trait WallKeeper {
     /// Does any upkeep due at `now`; returns when to be called again.
     fn maintain(&mut self, now: Instant) -> Instant;
+    /// Wall time learned at `now` from elsewhere (the Nucleus): returns the
+    /// wall time the node should use (never earlier than before).
+    fn adopt(&mut self, now: Instant, wall: WallTime) -> WallTime;
 }
 
 impl<S: crate::WallStore> WallKeeper for crate::PersistedWall<S> {
     fn maintain(&mut self, now: Instant) -> Instant {
         crate::PersistedWall::maintain(self, now)
     }
+    fn adopt(&mut self, now: Instant, wall: WallTime) -> WallTime {
+        crate::PersistedWall::adopt(self, now, wall)
+    }
+}
+
+/// A control plane the tunnel runs beside its node, in the same task and
+/// over the same UDP socket: [`NoSignaling`] for configured peers only, or
+/// [`NucleusSignaling`](crate::nucleus::NucleusSignaling) (a cluster joined
+/// through a Nucleus). The defaults are what a plain tunnel does.
+pub trait Signaling<C, R, S>
+where
+    C: CryptoProvider,
+    R: rand_core::RngCore + rand_core::CryptoRng,
+    S: Storage<C>,
+{
+    /// Once, when the tunnel starts (before the first transmit).
+    fn start(&mut self, _now: Instant, _node: &mut Node<C, R, S>) {}
+    /// The next datagram to send (instead of `Node::poll_transmit`).
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        node: &mut Node<C, R, S>,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, SendError> {
+        node.poll_transmit(now, buf)
+    }
+    /// A datagram `Node::send_ip` produced (`buf[..t.len]`): what to send.
+    fn route_transmit(
+        &mut self,
+        _now: Instant,
+        _node: &mut Node<C, R, S>,
+        t: Transmit,
+        _buf: &mut [u8],
+    ) -> Result<Option<Transmit>, SendError> {
+        Ok(Some(t))
+    }
+    /// A payload from a control peer. A relayed IP packet for the tunnel
+    /// device is written to `out`: returns its length.
+    fn handle_control(
+        &mut self,
+        _now: Instant,
+        _node: &mut Node<C, R, S>,
+        _from: PeerId,
+        _payload: &[u8],
+        _out: &mut [u8],
+    ) -> Option<usize> {
+        None
+    }
+    /// Every node event, after the tunnel saw it.
+    fn handle_event(&mut self, _now: Instant, _node: &mut Node<C, R, S>, _event: &Event) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _now: Instant, _node: &mut Node<C, R, S>) {}
+    /// Wall time the control plane learned since the last call.
+    fn take_wall_time(&mut self) -> Option<WallTime> {
+        None
+    }
+}
+
+/// No control plane: the configured peers only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSignaling;
+
+impl<C, R, S> Signaling<C, R, S> for NoSignaling
+where
+    C: CryptoProvider,
+    R: rand_core::RngCore + rand_core::CryptoRng,
+    S: Storage<C>,
+{
 }
 
 /// Errors building a node from a [`Config`].
@@ -160,9 +239,11 @@ pub fn tunnel_net_config(cfg: &Config<'_>) -> embassy_net::Config {
     })
 }
 
-/// The task half of a tunnel; its [`run`](Self::run) never returns.
-pub struct Tunnel<'d, C: CryptoProvider, R, S: Storage<C>> {
+/// The task half of a tunnel; its [`run`](Self::run) never returns. `G` is
+/// its control plane (none by default; see [`with_signaling`](Self::with_signaling)).
+pub struct Tunnel<'d, C: CryptoProvider, R, S: Storage<C>, G = NoSignaling> {
     node: Node<C, R, S>,
+    sig: G,
     socket: UdpSocket<'d>,
     runner: Option<ch::Runner<'d, TUNNEL_MTU>>,
     rx: &'d mut [u8; WORK],
@@ -171,7 +252,7 @@ pub struct Tunnel<'d, C: CryptoProvider, R, S: Storage<C>> {
     stats: &'d TunnelStats,
 }
 
-impl<'d, C, R, S> Tunnel<'d, C, R, S>
+impl<'d, C, R, S> Tunnel<'d, C, R, S, NoSignaling>
 where
     C: CryptoProvider,
     R: rand_core::RngCore + rand_core::CryptoRng,
@@ -192,10 +273,33 @@ where
         if let Err(e) = socket.bind(listen_port) {
             defmt::error!("tunnel: cannot bind UDP port {}: {}", listen_port, e);
         }
-        let tunnel = Tunnel { node, socket, runner: Some(runner), rx: rx_work, tx: tx_work, wall: None, stats };
+        let tunnel = Tunnel {
+            node,
+            sig: NoSignaling,
+            socket,
+            runner: Some(runner),
+            rx: rx_work,
+            tx: tx_work,
+            wall: None,
+            stats,
+        };
         (tunnel, device)
     }
 
+    /// Runs `sig` as the tunnel's control plane (e.g. a Nucleus client).
+    pub fn with_signaling<G: Signaling<C, R, S>>(self, sig: G) -> Tunnel<'d, C, R, S, G> {
+        let Tunnel { node, sig: NoSignaling, socket, runner, rx, tx, wall, stats } = self;
+        Tunnel { node, sig, socket, runner, rx, tx, wall, stats }
+    }
+}
+
+impl<'d, C, R, S, G> Tunnel<'d, C, R, S, G>
+where
+    C: CryptoProvider,
+    R: rand_core::RngCore + rand_core::CryptoRng,
+    S: Storage<C>,
+    G: Signaling<C, R, S>,
+{
     /// Keeps `wall` maintained (see [`WallKeeper`]).
     pub fn with_wall_keeper(mut self, wall: &'d mut dyn WallKeeper) -> Self {
         self.wall = Some(wall);
@@ -229,6 +333,7 @@ where
         if let Some(w) = self.wall.as_mut() {
             w.maintain(now);
         }
+        self.sig.start(now, &mut self.node);
         for id in ids {
             if self.node.peer_stats(id).is_some_and(|s| s.endpoint.is_some()) {
                 self.node.initiate(now, id);
@@ -237,7 +342,10 @@ where
         self.flush().await;
 
         loop {
-            let mut deadline = self.node.poll_timeout();
+            let mut deadline = match (self.node.poll_timeout(), self.sig.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(w) = self.wall.as_mut() {
                 let next = w.maintain(omni_now());
                 deadline = Some(deadline.map_or(next, |d| d.min(next)));
@@ -271,7 +379,11 @@ where
                     tx_chan.tx_done();
                     self.on_packet(n).await;
                 }
-                Wake::Timer => self.node.handle_timeout(omni_now()),
+                Wake::Timer => {
+                    let now = omni_now();
+                    self.node.handle_timeout(now);
+                    self.sig.handle_timeout(now, &mut self.node);
+                }
                 Wake::Nothing => {}
             }
             self.flush().await;
@@ -282,26 +394,32 @@ where
         let IpAddr::V4(ip) = IpAddr::from(from.addr) else { return };
         let from_sa = SocketAddr::V4(SocketAddrV4::new(ip, from.port));
         let Some(buf) = self.rx.get_mut(..n) else { return };
-        match self.node.handle_datagram_in_place(omni_now(), from_sa, buf) {
-            Ok(Received::Done) => {}
-            Ok(Received::Reply { len }) => {
+        let now = omni_now();
+        let packet = match self.node.handle_datagram_in_place_with_control(now, from_sa, buf) {
+            Ok(Incoming::Received(Received::Done)) => None,
+            Ok(Incoming::Received(Received::Reply { len })) => {
                 if let Some(reply) = self.rx.get(..len) {
                     if let Err(e) = self.socket.send_to(reply, from).await {
                         defmt::warn!("tunnel: reply not sent: {}", e);
                     }
                 }
+                None
             }
-            Ok(Received::Packet { len, .. }) => {
-                bump(&self.stats.packets_in);
-                let Some(pkt) = self.rx.get(IN_PLACE_OFFSET..IN_PLACE_OFFSET + len) else { return };
-                // Never block the tunnel on a slow application: drop instead.
-                match rx_chan.try_rx_buf() {
-                    Some(buf) if buf.len() >= len => {
-                        buf[..len].copy_from_slice(pkt);
-                        rx_chan.rx_done(len);
-                    }
-                    _ => bump(&self.stats.datagrams_dropped),
+            Ok(Incoming::Received(Received::Packet { len, .. })) => self.rx.get(IN_PLACE_OFFSET..IN_PLACE_OFFSET + len),
+            Ok(Incoming::Control { peer, len }) => {
+                let payload = self.rx.get(IN_PLACE_OFFSET..IN_PLACE_OFFSET + len).unwrap_or(&[]);
+                // A relayed packet is decrypted into the (idle) transmit buffer.
+                let relayed = self.sig.handle_control(now, &mut self.node, peer, payload, &mut self.tx[..]);
+                if let Some(wall) = self.sig.take_wall_time() {
+                    let wall = match self.wall.as_mut() {
+                        Some(w) => w.adopt(now, wall),
+                        None => wall,
+                    };
+                    self.node.set_wall_time(now, wall);
+                    let secs = u32::try_from(wall.secs).unwrap_or(u32::MAX);
+                    self.stats.control_wall_secs.store(secs, Ordering::Relaxed);
                 }
+                relayed.and_then(|len| self.tx.get(..len))
             }
             Err(e) => {
                 if matches!(e, omni_core::node::RecvError::StaleTimestamp) {
@@ -309,25 +427,44 @@ where
                 }
                 bump(&self.stats.datagrams_dropped);
                 defmt::debug!("tunnel: datagram dropped: {}", e);
+                None
             }
+        };
+        let Some(pkt) = packet else { return };
+        bump(&self.stats.packets_in);
+        // Never block the tunnel on a slow application: drop instead.
+        match rx_chan.try_rx_buf() {
+            Some(buf) if buf.len() >= pkt.len() => {
+                buf[..pkt.len()].copy_from_slice(pkt);
+                rx_chan.rx_done(pkt.len());
+            }
+            _ => bump(&self.stats.datagrams_dropped),
         }
     }
 
     async fn on_packet(&mut self, n: usize) {
-        match self.node.send_ip_in_place(omni_now(), &mut self.tx[..], n) {
+        let now = omni_now();
+        match self.node.send_ip_in_place(now, &mut self.tx[..], n) {
             Ok(Sent::Transmit(t)) => {
                 bump(&self.stats.packets_out);
-                send(&self.socket, &self.tx[..t.len], t.to).await;
+                // Through the Nucleus if the peer is relayed.
+                match self.sig.route_transmit(now, &mut self.node, t, &mut self.tx[..]) {
+                    Ok(Some(t)) => send(&self.socket, &self.tx[..t.len], t.to).await,
+                    Ok(None) => {}
+                    Err(e) => defmt::debug!("tunnel: packet not relayed: {}", e),
+                }
             }
             Ok(Sent::Queued { .. }) => {}
             Err(e) => defmt::debug!("tunnel: packet not sent: {}", e),
         }
     }
 
-    /// Sends everything the node wants to send and logs its events.
+    /// Sends everything the node (and its control plane) wants to send and
+    /// handles the node's events.
     async fn flush(&mut self) {
         loop {
-            match self.node.poll_transmit(omni_now(), &mut self.tx[..]) {
+            self.drain_events();
+            match self.sig.poll_transmit(omni_now(), &mut self.node, &mut self.tx[..]) {
                 Ok(Some(t)) => send(&self.socket, &self.tx[..t.len], t.to).await,
                 Ok(None) => break,
                 Err(e) => {
@@ -336,11 +473,17 @@ where
                 }
             }
         }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        let now = omni_now();
         while let Some(e) = self.node.poll_event() {
             if let Event::HandshakeCompleted { .. } = e {
                 bump(&self.stats.handshakes);
             }
             defmt::info!("tunnel: {}", e);
+            self.sig.handle_event(now, &mut self.node, &e);
         }
     }
 }

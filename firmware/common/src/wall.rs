@@ -12,7 +12,8 @@
 //!
 //! The timestamps start near the Unix epoch, which is fine: peers only compare
 //! them with earlier timestamps from the same device. A device that later
-//! learns the real time (from the Nucleus) moves forward, never back.
+//! learns the real time (from the Nucleus) moves forward, never back
+//! ([`PersistedWall::adopt`], which stores the new ceiling first).
 
 use omni_core::{Instant, WallTime};
 
@@ -65,6 +66,24 @@ impl<S: WallStore> PersistedWall<S> {
     /// device may be refused after its next reboot (until its clock catches up).
     pub fn is_healthy(&self) -> bool {
         self.healthy
+    }
+
+    /// Moves the clock forward to `wall` (e.g. the Nucleus's time), never
+    /// back: the new ceiling is stored before the new time is handed out, so
+    /// timestamps after a reboot stay above every one used now. Returns the
+    /// wall time at `now` to give to `Node::set_wall_time`.
+    pub fn adopt(&mut self, now: Instant, wall: WallTime) -> WallTime {
+        let current = self.wall_at(now);
+        if wall.secs > current.secs {
+            let elapsed = now.saturating_duration_since(self.boot).as_secs();
+            let next = wall.secs.saturating_add(RESERVE_SECS);
+            if next > self.ceiling_secs {
+                self.healthy &= self.store.store(next);
+                self.ceiling_secs = next;
+            }
+            self.base_secs = wall.secs.saturating_sub(elapsed);
+        }
+        self.wall_at(now)
     }
 
     /// Raises the ceiling if the clock is near it. Call before any handshake

@@ -1,6 +1,8 @@
 //! What a real board keeps in flash or gets from hardware, provided by the
 //! host through semihosting under QEMU:
-//! - the device configuration: the semihosting command line (QEMU's `-append`);
+//! - the device configuration: the semihosting command line (QEMU's `-append`),
+//!   and with `config=PATH` also a host file (like a configuration in flash:
+//!   the place for secrets, which a command line shows to every local user);
 //! - persistent storage for the wall-clock ceiling: a host file (survives a
 //!   reset of the emulated board and a restart of QEMU, like a flash sector);
 //! - entropy: the host's `/dev/urandom` (the board has no TRNG).
@@ -24,6 +26,42 @@ pub fn command_line(buf: &mut [u8]) -> &str {
             buf[len..len + arg.len()].copy_from_slice(arg.as_bytes());
             buf[len + arg.len()] = b' ';
             len += need;
+        }
+    }
+    core::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+/// The device configuration: the command line, followed by the contents of
+/// the host file its `config=PATH` token names (if any), in `buf`.
+pub fn device_config(buf: &mut [u8]) -> &str {
+    let n = command_line(buf).len();
+    let mut path: heapless::Vec<u8, 128> = heapless::Vec::new();
+    if let Some(p) =
+        core::str::from_utf8(&buf[..n]).unwrap_or("").split_ascii_whitespace().find_map(|t| t.strip_prefix("config="))
+    {
+        if path.extend_from_slice(p.as_bytes()).is_err() || path.push(0).is_err() {
+            defmt::warn!("config= path too long");
+            path.clear();
+        }
+    }
+    let mut len = n;
+    if let Ok(c) = CStr::from_bytes_with_nul(&path) {
+        match semihosting::fs::File::open(c) {
+            Ok(mut f) => loop {
+                match f.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(k) => len += k,
+                    Err(_) => {
+                        defmt::warn!("config file: read error");
+                        break;
+                    }
+                }
+                if len == buf.len() {
+                    defmt::warn!("config file truncated");
+                    break;
+                }
+            },
+            Err(_) => defmt::warn!("config file: cannot open"),
         }
     }
     core::str::from_utf8(&buf[..len]).unwrap_or("")

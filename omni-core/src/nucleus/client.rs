@@ -30,13 +30,21 @@ pub const MAX_MISSED: u32 = 3;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 const MIN_HEARTBEAT_SECS: u16 = 1;
 const MAX_HEARTBEAT_SECS: u16 = 300;
-/// A new peer gets this long to complete a direct handshake before we punch again.
-pub const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Punch rounds (ours plus a `PunchRequest` to the peer) before relaying.
-pub const PUNCH_ATTEMPTS: u8 = 2;
-/// A relayed peer is punched again this often (to get back to a direct path).
+/// Default [`ClientConfig::relay_after`]: a member not reached directly
+/// within this long of its addition is relayed (while punching goes on).
+pub const RELAY_AFTER: Duration = Duration::from_secs(1);
+/// Default [`ClientConfig::punch_interval`]: the first spacing of punch
+/// rounds for a member not reached directly; doubles every round.
+pub const PUNCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default [`ClientConfig::punch_interval_max`]: a relayed member is punched
+/// at least this often (to get back to a direct path).
 pub const REPUNCH_INTERVAL: Duration = Duration::from_secs(60);
-const RELAY_RETRY: Duration = Duration::from_secs(10);
+/// Punch rounds are never closer than this (a zero interval is not a busy loop).
+const MIN_PUNCH_INTERVAL: Duration = Duration::from_millis(100);
+/// An unanswered `RelayRequest` is resent after this long, up to
+/// [`RELAY_TRIES`] times.
+const RELAY_RETRY: Duration = Duration::from_secs(2);
+const RELAY_TRIES: u8 = 3;
 /// Minimum spacing of full peer-list requests.
 const LIST_REQUEST_SPACING: Duration = Duration::from_secs(2);
 /// After a re-registration (Nucleus restart, long outage), peers missing from
@@ -59,6 +67,10 @@ pub struct ClientConfig {
     pub nucleus_endpoint: SocketAddr,
     /// Our virtual IP in the cluster.
     pub vip: IpAddr,
+    /// A second VIP of the other address family (a dual-stack edge, e.g.
+    /// `10.200.0.1` and `fd00:200::1`): registered and bound to our key
+    /// like `vip`; members route both to us.
+    pub vip2: Option<IpAddr>,
     /// Addresses on our own networks peers may try (host's interface
     /// addresses with the listen port).
     pub local_endpoints: heapless::Vec<SocketAddr, MAX_LOCAL_ENDPOINTS>,
@@ -70,6 +82,19 @@ pub struct ClientConfig {
     pub mesh_keepalive: Option<u16>,
     /// Relay through the Nucleus when direct handshakes fail.
     pub relay_fallback: bool,
+    /// A member with no completed handshake this long after it was added
+    /// (or after its direct path failed) is relayed through the Nucleus
+    /// (with `relay_fallback`). Punching goes on meanwhile, so traffic flows
+    /// through the relay at once and moves to a direct path as soon as an
+    /// authenticated packet arrives on one. Zero: relay at once.
+    pub relay_after: Duration,
+    /// First spacing of punch rounds for a member not reached directly
+    /// (relayed, or waiting when relaying is off): each round sends our
+    /// probes to its candidates and a `PunchRequest` so it probes ours at
+    /// the same moment. Doubles every round up to `punch_interval_max`
+    /// (at least 100 ms).
+    pub punch_interval: Duration,
+    pub punch_interval_max: Duration,
 }
 
 impl ClientConfig {
@@ -78,10 +103,14 @@ impl ClientConfig {
             nucleus_key,
             nucleus_endpoint,
             vip,
+            vip2: None,
             local_endpoints: heapless::Vec::new(),
             use_nucleus_time: false,
             mesh_keepalive: Some(25),
             relay_fallback: true,
+            relay_after: RELAY_AFTER,
+            punch_interval: PUNCH_INTERVAL,
+            punch_interval_max: REPUNCH_INTERVAL,
         }
     }
 }
@@ -100,12 +129,26 @@ pub enum Path {
     Relayed,
 }
 
+impl Path {
+    /// A short lowercase name for status tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Connecting => "connecting",
+            Path::Direct => "direct",
+            Path::RelayRequested => "relaying",
+            Path::Relayed => "relayed",
+        }
+    }
+}
+
 /// A cluster member the client manages as a peer of the node.
 #[derive(Debug, Clone)]
 pub struct Member {
     pub key: PublicKey,
     pub peer: PeerId,
     pub vip: IpAddr,
+    /// Its second VIP (the other address family), if it is dual-stack.
+    pub vip2: Option<IpAddr>,
     pub reflexive: Option<SocketAddr>,
     pub locals: heapless::Vec<SocketAddr, MAX_LOCAL_ENDPOINTS>,
     pub path: Path,
@@ -126,12 +169,14 @@ enum Signal {
 impl Member {
     /// Follows the node's view of the path; `relayed`: the node's endpoint
     /// for the peer is the Nucleus's.
-    fn on_signal(&mut self, signal: Signal, relayed: bool, now: Instant) -> Option<ClientEvent> {
+    /// `punch_first`: when the first punch round of a newly relayed member is due.
+    fn on_signal(&mut self, signal: Signal, relayed: bool, now: Instant, punch_first: Duration) -> Option<ClientEvent> {
         match signal {
             Signal::Handshake | Signal::Endpoint if relayed => {
                 if self.path != Path::Relayed {
                     self.path = Path::Relayed;
-                    self.check_at = Some(now.saturating_add(REPUNCH_INTERVAL));
+                    self.attempts = 0;
+                    self.check_at = Some(now.saturating_add(punch_first));
                     return Some(ClientEvent::Relayed { peer: self.peer });
                 }
             }
@@ -147,6 +192,7 @@ impl Member {
                 if self.path == Path::Relayed {
                     self.path = Path::Direct;
                     self.check_at = None;
+                    self.attempts = 0;
                     return Some(ClientEvent::Direct { peer: self.peer });
                 }
             }
@@ -270,6 +316,19 @@ pub enum State {
     Left,
 }
 
+impl State {
+    /// A short lowercase name for status tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Registering => "registering",
+            State::Registered => "registered",
+            State::Left => "left",
+        }
+    }
+}
+
 /// Something the host may want to log or show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -305,6 +364,12 @@ pub enum ClientEvent {
     /// The member is reached directly (again).
     Direct {
         peer: PeerId,
+    },
+    /// A member we reached directly moved (the Nucleus announced a new
+    /// address for it): we follow it to `endpoint` and handshake there.
+    Moved {
+        peer: PeerId,
+        endpoint: SocketAddr,
     },
     Left,
 }
@@ -509,6 +574,17 @@ impl<T: MemberTable> NucleusClient<T> {
     pub fn member(&self, key: &PublicKey) -> Option<&Member> {
         self.members.get(key)
     }
+    /// The member behind a node peer (`None` for the Nucleus and for peers
+    /// the host added itself). A linear scan: for logs and status.
+    pub fn member_by_peer(&self, peer: PeerId) -> Option<&Member> {
+        let mut found = None;
+        self.members.for_each(|m| {
+            if m.peer == peer {
+                found = Some(m.key);
+            }
+        });
+        found.and_then(|k| self.members.get(&k))
+    }
     /// Our address as the Nucleus last saw it.
     pub fn reflexive(&self) -> Option<SocketAddr> {
         self.reflexive
@@ -614,6 +690,27 @@ impl<T: MemberTable> NucleusClient<T> {
         }
     }
 
+    /// Everything a host does when its addresses change (a phone moving from
+    /// Wi-Fi to cellular, a laptop waking up, a DHCP renewal): announces the
+    /// new local endpoints (`locals`; re-registers if they differ), sends a
+    /// heartbeat so the Nucleus sees our new NAT mapping and pushes it to the
+    /// members, and rebinds the node's sessions (fresh handshakes from the
+    /// new address). Then drain [`poll_transmit`](Self::poll_transmit).
+    pub fn addresses_changed<C, R, S>(
+        &mut self,
+        now: Instant,
+        node: &mut Node<C, R, S>,
+        locals: heapless::Vec<SocketAddr, MAX_LOCAL_ENDPOINTS>,
+    ) where
+        C: CryptoProvider,
+        R: rand_core::RngCore + rand_core::CryptoRng,
+        S: Storage<C>,
+    {
+        self.set_local_endpoints(now, locals);
+        self.network_changed(now);
+        node.rebind(now);
+    }
+
     /// The host's network changed (new address, wake from sleep): a heartbeat
     /// now lets the Nucleus see our new mapping and push it to the members.
     pub fn network_changed(&mut self, now: Instant) {
@@ -701,6 +798,7 @@ impl<T: MemberTable> NucleusClient<T> {
     {
         let now = self.clamp(now);
         let relay_ep = self.config.nucleus_endpoint;
+        let punch_first = self.punch_backoff(0);
         let (peer, signal) = match *event {
             Event::HandshakeCompleted { peer, .. } => (peer, Signal::Handshake),
             Event::EndpointChanged { peer, .. } => (peer, Signal::Endpoint),
@@ -716,7 +814,7 @@ impl<T: MemberTable> NucleusClient<T> {
         let Some(stats) = node.peer_stats(peer) else { return };
         let relayed = stats.endpoint == Some(relay_ep);
         let Some(m) = self.members.get_mut(&stats.public_key) else { return };
-        let ev = m.on_signal(signal, relayed, now);
+        let ev = m.on_signal(signal, relayed, now, punch_first);
         let check = m.check_at;
         if let Some(e) = ev {
             self.push_event(e);
@@ -1130,24 +1228,46 @@ impl<T: MemberTable> NucleusClient<T> {
         let endpoint = self.choose_endpoint(e);
         if let Some(m) = self.members.get_mut(&e.key) {
             m.mark = mark;
-            if m.vip != e.vip {
-                if let Some(old) = host_route(m.vip) {
+            if m.vip != e.vip || m.vip2 != e.vip2 {
+                for old in [Some(m.vip), m.vip2].into_iter().flatten().filter_map(host_route) {
                     node.remove_allowed_ip(m.peer, old);
                 }
-                if let Some(new) = host_route(e.vip) {
+                for new in [Some(e.vip), e.vip2].into_iter().flatten().filter_map(host_route) {
                     let _ = node.add_allowed_ip(m.peer, new);
                 }
                 m.vip = e.vip;
+                m.vip2 = e.vip2;
             }
+            let mut moved = None;
             if m.reflexive != e.reflexive || m.locals != e.locals {
+                let announced_before = m.candidates();
                 m.reflexive = e.reflexive;
                 m.locals = e.locals.clone();
                 let current = node.peer_stats(m.peer).and_then(|s| s.endpoint);
                 if current != Some(relay_ep) && endpoint.is_some() && m.path != Path::Direct {
                     node.set_endpoint(m.peer, endpoint);
+                } else if m.path == Path::Direct {
+                    // We reach it directly at an address it announced, and it
+                    // no longer announces that address (its NAT mapping or
+                    // its own address changed: it moved). Follow it at once
+                    // and handshake there rather than wait for the old path
+                    // to fail. The new address comes from the Nucleus over
+                    // its authenticated session, the source we trust for
+                    // every other endpoint; an endpoint the node learned by
+                    // roaming (not announced) is left alone.
+                    let stale = current.filter(|c| announced_before.contains(c) && !m.candidates().contains(c));
+                    if let (Some(_), Some(to)) = (stale, endpoint) {
+                        node.set_endpoint(m.peer, Some(to));
+                        node.initiate(now, m.peer);
+                        moved = Some((m.peer, to));
+                    }
                 }
             }
-            return Some(m.peer);
+            let peer = m.peer;
+            if let Some((peer, endpoint)) = moved {
+                self.push_event(ClientEvent::Moved { peer, endpoint });
+            }
+            return Some(peer);
         }
         let own = self.own?;
         let cfg = PeerConfig {
@@ -1163,12 +1283,16 @@ impl<T: MemberTable> NucleusClient<T> {
                 return None;
             }
         };
-        let routed = host_route(e.vip).is_some_and(|r| node.add_allowed_ip(peer, r).is_ok());
-        let check_at = now.saturating_add(DIRECT_TIMEOUT);
+        let routed = [Some(e.vip), e.vip2]
+            .into_iter()
+            .flatten()
+            .all(|vip| host_route(vip).is_some_and(|r| node.add_allowed_ip(peer, r).is_ok()));
+        let check_at = now.saturating_add(self.config.relay_after);
         let member = Member {
             key: e.key,
             peer,
             vip: e.vip,
+            vip2: e.vip2,
             reflexive: e.reflexive,
             locals: e.locals.clone(),
             path: Path::Connecting,
@@ -1244,6 +1368,9 @@ impl<T: MemberTable> NucleusClient<T> {
     {
         let relay = self.config.relay_fallback;
         let registered = self.state == State::Registered;
+        let (first, max) = (self.config.punch_interval, self.config.punch_interval_max);
+        let backoff = |attempts: u8| punch_spacing(first, max, attempts);
+        let max_interval = backoff(u8::MAX);
         let mut next: Option<Instant> = None;
         // What to do once the table is no longer borrowed: a message to the
         // Nucleus, and/or a punch of the member's candidates.
@@ -1256,36 +1383,38 @@ impl<T: MemberTable> NucleusClient<T> {
                     m.check_at = None;
                     match m.path {
                         Path::Connecting if has_session => m.path = Path::Direct,
+                        Path::Connecting if relay && registered => {
+                            // No direct handshake yet: relay now, punch on
+                            // (the first round comes once the relay is up).
+                            m.path = Path::RelayRequested;
+                            m.attempts = 1;
+                            let _ = wants.push((Some(Outgoing::Relay(m.key)), m.peer, heapless::Vec::new()));
+                            m.check_at = Some(now.saturating_add(RELAY_RETRY));
+                        }
                         Path::Connecting => {
+                            // No relay: punch rounds, ours and the peer's at once.
+                            let _ = wants.push((Some(Outgoing::Punch(m.key)), m.peer, m.candidates()));
+                            m.check_at = Some(now.saturating_add(backoff(m.attempts)));
                             m.attempts = m.attempts.saturating_add(1);
-                            if m.attempts <= PUNCH_ATTEMPTS {
-                                let _ = wants.push((Some(Outgoing::Punch(m.key)), m.peer, m.candidates()));
-                                m.check_at = Some(now.saturating_add(DIRECT_TIMEOUT));
-                            } else if relay && registered {
-                                m.path = Path::RelayRequested;
-                                m.attempts = 0;
-                                let _ = wants.push((Some(Outgoing::Relay(m.key)), m.peer, heapless::Vec::new()));
-                                m.check_at = Some(now.saturating_add(RELAY_RETRY));
-                            } else {
-                                m.attempts = 0;
-                                m.check_at = Some(now.saturating_add(REPUNCH_INTERVAL));
-                            }
                         }
                         Path::RelayRequested => {
-                            m.attempts = m.attempts.saturating_add(1);
-                            if m.attempts <= 3 {
+                            if m.attempts < RELAY_TRIES && registered {
+                                m.attempts = m.attempts.saturating_add(1);
                                 let _ = wants.push((Some(Outgoing::Relay(m.key)), m.peer, heapless::Vec::new()));
                                 m.check_at = Some(now.saturating_add(RELAY_RETRY));
                             } else {
+                                // No relay for us now: punch, and ask again later.
                                 m.path = Path::Connecting;
                                 m.attempts = 0;
-                                m.check_at = Some(now.saturating_add(REPUNCH_INTERVAL));
+                                let _ = wants.push((Some(Outgoing::Punch(m.key)), m.peer, m.candidates()));
+                                m.check_at = Some(now.saturating_add(max_interval));
                             }
                         }
                         Path::Relayed => {
-                            // Try to get back to a direct path.
-                            let _ = wants.push((None, m.peer, m.candidates()));
-                            m.check_at = Some(now.saturating_add(REPUNCH_INTERVAL));
+                            // Try to get back to a direct path: both sides probe at once.
+                            let _ = wants.push((Some(Outgoing::Punch(m.key)), m.peer, m.candidates()));
+                            m.attempts = m.attempts.saturating_add(1);
+                            m.check_at = Some(now.saturating_add(backoff(m.attempts)));
                         }
                         Path::Direct => {}
                     }
@@ -1319,17 +1448,20 @@ impl<T: MemberTable> NucleusClient<T> {
         S: Storage<C>,
     {
         let relay_ep = self.config.nucleus_endpoint;
+        let punch_first = self.punch_backoff(0);
         let Some(m) = self.members.get_mut(&r.key) else { return };
         if m.path != Path::RelayRequested {
             return;
         }
         m.path = Path::Relayed;
         m.attempts = 0;
-        let check = now.saturating_add(REPUNCH_INTERVAL);
+        let check = now.saturating_add(punch_first);
         m.check_at = Some(check);
         let peer = m.peer;
         node.set_endpoint(peer, Some(relay_ep));
-        node.initiate(now, peer);
+        // A handshake through the relay right away: the direct one in
+        // flight (if any) is replaced rather than waited for.
+        node.initiate_now(now, peer);
         self.arm_member_check(check);
         self.push_event(ClientEvent::Relayed { peer });
     }
@@ -1510,12 +1642,14 @@ impl<T: MemberTable> NucleusClient<T> {
                     return Message::Hello.emit(buf).ok();
                 };
                 let cluster_key = self.cluster.public();
-                let proof = auth.proof(&own, &self.config.nucleus_key, &cluster_key, &challenge, self.config.vip);
+                let (vip, vip2) = (self.config.vip, self.config.vip2);
+                let proof = auth.proof(&own, &self.config.nucleus_key, &cluster_key, &challenge, vip, vip2);
                 Message::Register(wire::Register {
                     cluster_key,
                     challenge,
                     proof,
-                    vip: self.config.vip,
+                    vip,
+                    vip2,
                     locals: self.config.local_endpoints.clone(),
                 })
             }
@@ -1546,6 +1680,12 @@ impl<T: MemberTable> NucleusClient<T> {
         base.saturating_add(Duration::from_millis(h.checked_rem(quarter).unwrap_or(0)))
     }
 
+    /// The spacing of punch round `attempts` (0: the first): `punch_interval`
+    /// doubled per round, within [100 ms, `punch_interval_max`].
+    fn punch_backoff(&self, attempts: u8) -> Duration {
+        punch_spacing(self.config.punch_interval, self.config.punch_interval_max, attempts)
+    }
+
     fn push_event(&mut self, e: ClientEvent) {
         push(&mut self.events, &mut self.events_dropped, e);
     }
@@ -1556,6 +1696,11 @@ impl<T: MemberTable> NucleusClient<T> {
         }
         self.last_now
     }
+}
+
+fn punch_spacing(first: Duration, max: Duration, attempts: u8) -> Duration {
+    let max = max.max(MIN_PUNCH_INTERVAL);
+    first.max(MIN_PUNCH_INTERVAL).saturating_mul(1u32 << attempts.min(20)).min(max)
 }
 
 fn push(events: &mut heapless::Deque<ClientEvent, EVENTS>, dropped: &mut u64, e: ClientEvent) {
@@ -1702,6 +1847,7 @@ mod tests {
         PeerEntry {
             key: StaticSecret::from_bytes([k; 32]).public_key::<RustCrypto>(),
             vip: IpAddr::from(vip),
+            vip2: None,
             reflexive: Some(SocketAddr::from(([203, 0, 113, k], 5000))),
             locals: heapless::Vec::new(),
         }
@@ -1730,11 +1876,13 @@ mod tests {
         assert_eq!(reg.challenge, [7; 16]);
         let npub = r.nucleus.public_key().unwrap();
         let k = AuthKey::for_nucleus::<RustCrypto>(&r.nucleus_secret, &reg.cluster_key).unwrap();
-        assert!(k.verify(&reg.proof, &own, &npub, &reg.cluster_key, &[7; 16], reg.vip));
+        assert!(k.verify(&reg.proof, &own, &npub, &reg.cluster_key, &[7; 16], reg.vip, reg.vip2));
+        assert_eq!(reg.vip2, None);
         assert_eq!(reg.vip, IpAddr::from([10, 200, 0, 1]));
 
         r.send(&Message::RegisterOk(RegisterOk {
             vip: reg.vip,
+            vip2: reg.vip2,
             challenge: [8; 16],
             time,
             heartbeat_secs: 5,
@@ -1789,10 +1937,27 @@ mod tests {
         let msgs = r.round();
         assert!(msgs.iter().any(|m| wire::parse(m) == Ok(Message::PeerListRequest)), "{msgs:?}");
 
-        // Heartbeats every 5 s; unanswered ones are resent, then the Nucleus is lost.
-        r.advance_to_timeout();
-        let msgs = r.round();
-        assert!(msgs.iter().any(|m| matches!(wire::parse(m), Ok(Message::Heartbeat(h)) if h.list_version == 2)));
+        // Heartbeats every 5 s (the member's relay request comes first: it
+        // never completed a handshake); unanswered ones are resent, then the
+        // Nucleus is lost.
+        let registered_at = r.now;
+        let mut heartbeat = None;
+        let mut relay_asked = None;
+        for _ in 0..10 {
+            r.advance_to_timeout();
+            let msgs = r.round();
+            if msgs.iter().any(|m| matches!(wire::parse(m), Ok(Message::Heartbeat(h)) if h.list_version == 2)) {
+                heartbeat = Some(r.now);
+                break;
+            }
+            if msgs.iter().any(|m| matches!(wire::parse(m), Ok(Message::RelayRequest(p)) if p.key == y.key)) {
+                relay_asked.get_or_insert(r.now);
+            }
+        }
+        let relay_asked = relay_asked.expect("no relay request for a member without a handshake");
+        assert_eq!(relay_asked.saturating_duration_since(registered_at), RELAY_AFTER);
+        let at = heartbeat.expect("no heartbeat");
+        assert!(at.saturating_duration_since(registered_at) <= Duration::from_secs(5));
         let mut lost = false;
         for _ in 0..10 {
             r.advance_to_timeout();

@@ -31,6 +31,7 @@ use crate::noise::kdf::{hash2, hmac, kdf};
 const LABEL_CLUSTER: &[u8] = b"omni cluster v1";
 const LABEL_ID: &[u8] = b"omni cluster id";
 const LABEL_REGISTER: &[u8] = b"omni register v1";
+const LABEL_REGISTER_DUAL: &[u8] = b"omni register dual v1";
 const LABEL_PAIR: &[u8] = b"omni pair psk v1";
 
 /// The keys every member of a cluster derives from its name and secret.
@@ -116,7 +117,11 @@ impl AuthKey {
         AuthKey::new(C::x25519(&C::x25519_secret(nucleus.bytes()), &cluster.0))
     }
 
-    /// `HMAC(K, "omni register v1" || edge || nucleus || cluster || challenge || vip)`.
+    /// `HMAC(K, "omni register v1" || edge || nucleus || cluster || challenge || vip)`;
+    /// with a second VIP (dual stack), `HMAC(K, "omni register dual v1" || edge ||
+    /// nucleus || cluster || challenge || family || vip || family || vip2)`
+    /// (families as bytes 4 or 6, so no pair of VIPs reads as another).
+    #[allow(clippy::too_many_arguments)]
     pub fn proof(
         &self,
         edge: &PublicKey,
@@ -124,22 +129,20 @@ impl AuthKey {
         cluster: &PublicKey,
         challenge: &Challenge,
         vip: IpAddr,
+        vip2: Option<IpAddr>,
     ) -> [u8; 32] {
-        let (v4, v6);
-        let vip_bytes: &[u8] = match vip {
-            IpAddr::V4(a) => {
-                v4 = a.octets();
-                &v4
-            }
-            IpAddr::V6(a) => {
-                v6 = a.octets();
-                &v6
-            }
+        let first = tagged(vip);
+        let Some(second) = vip2.map(tagged) else {
+            let bytes = first.get(1..tagged_len(vip)).unwrap_or(&[]);
+            return hmac(&self.0, &[LABEL_REGISTER, &edge.0, &nucleus.0, &cluster.0, challenge, bytes]);
         };
-        hmac(&self.0, &[LABEL_REGISTER, &edge.0, &nucleus.0, &cluster.0, challenge, vip_bytes])
+        let a = first.get(..tagged_len(vip)).unwrap_or(&[]);
+        let b = second.get(..vip2.map_or(0, tagged_len)).unwrap_or(&[]);
+        hmac(&self.0, &[LABEL_REGISTER_DUAL, &edge.0, &nucleus.0, &cluster.0, challenge, a, b])
     }
 
     /// Checks a proof in constant time.
+    #[allow(clippy::too_many_arguments)]
     pub fn verify(
         &self,
         proof: &[u8; 32],
@@ -148,8 +151,38 @@ impl AuthKey {
         cluster: &PublicKey,
         challenge: &Challenge,
         vip: IpAddr,
+        vip2: Option<IpAddr>,
     ) -> bool {
-        self.proof(edge, nucleus, cluster, challenge, vip).ct_eq(proof).into()
+        self.proof(edge, nucleus, cluster, challenge, vip, vip2).ct_eq(proof).into()
+    }
+}
+
+/// `family (4 or 6) || octets`, in a buffer of the longest; see [`tagged_len`].
+fn tagged(ip: IpAddr) -> [u8; 17] {
+    let mut b = [0u8; 17];
+    let (tag, rest) = b.split_at_mut(1);
+    match ip {
+        IpAddr::V4(a) => {
+            tag.copy_from_slice(&[4]);
+            if let Some(d) = rest.get_mut(..4) {
+                d.copy_from_slice(&a.octets());
+            }
+        }
+        IpAddr::V6(a) => {
+            tag.copy_from_slice(&[6]);
+            if let Some(d) = rest.get_mut(..16) {
+                d.copy_from_slice(&a.octets());
+            }
+        }
+    }
+    b
+}
+
+/// The length of [`tagged`]'s output that is used.
+fn tagged_len(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 5,
+        IpAddr::V6(_) => 17,
     }
 }
 
@@ -176,18 +209,27 @@ mod tests {
         let ch = [5u8; 16];
         let k_edge = a.auth_key::<RustCrypto>(&n_pub).unwrap();
         let k_nucleus = AuthKey::for_nucleus::<RustCrypto>(&n, &a.public()).unwrap();
-        let proof = k_edge.proof(&edge, &n_pub, &a.public(), &ch, vip);
-        assert!(k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &ch, vip));
+        let proof = k_edge.proof(&edge, &n_pub, &a.public(), &ch, vip, None);
+        assert!(k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &ch, vip, None));
         // Any other key, Nucleus, cluster, challenge or VIP: refused.
-        assert!(!k_nucleus.verify(&proof, &PublicKey([2; 32]), &n_pub, &a.public(), &ch, vip));
-        assert!(!k_nucleus.verify(&proof, &edge, &PublicKey([3; 32]), &a.public(), &ch, vip));
-        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &other_secret.public(), &ch, vip));
-        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &[6; 16], vip));
-        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &ch, "10.200.0.2".parse().unwrap()));
+        assert!(!k_nucleus.verify(&proof, &PublicKey([2; 32]), &n_pub, &a.public(), &ch, vip, None));
+        assert!(!k_nucleus.verify(&proof, &edge, &PublicKey([3; 32]), &a.public(), &ch, vip, None));
+        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &other_secret.public(), &ch, vip, None));
+        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &[6; 16], vip, None));
+        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &ch, "10.200.0.2".parse().unwrap(), None));
+        // A second VIP is bound too: dropping, adding or changing it breaks the proof.
+        let v6: IpAddr = "fd00:200::1".parse().unwrap();
+        let dual = k_edge.proof(&edge, &n_pub, &a.public(), &ch, vip, Some(v6));
+        assert!(k_nucleus.verify(&dual, &edge, &n_pub, &a.public(), &ch, vip, Some(v6)));
+        assert!(!k_nucleus.verify(&dual, &edge, &n_pub, &a.public(), &ch, vip, None));
+        assert!(!k_nucleus.verify(&proof, &edge, &n_pub, &a.public(), &ch, vip, Some(v6)));
+        let other6 = "fd00:200::2".parse().ok();
+        assert!(!k_nucleus.verify(&dual, &edge, &n_pub, &a.public(), &ch, vip, other6));
+        assert!(!k_nucleus.verify(&dual, &edge, &n_pub, &a.public(), &ch, v6, Some(vip)), "order matters");
         // A wrong secret gives a different key (a different cluster).
         let k_wrong = other_secret.auth_key::<RustCrypto>(&n_pub).unwrap();
-        let p = k_wrong.proof(&edge, &n_pub, &a.public(), &ch, vip);
-        assert!(!k_nucleus.verify(&p, &edge, &n_pub, &a.public(), &ch, vip));
+        let p = k_wrong.proof(&edge, &n_pub, &a.public(), &ch, vip, None);
+        assert!(!k_nucleus.verify(&p, &edge, &n_pub, &a.public(), &ch, vip, None));
         // Low-order points are refused.
         assert!(a.auth_key::<RustCrypto>(&PublicKey([0; 32])).is_none());
         assert!(AuthKey::for_nucleus::<RustCrypto>(&n, &PublicKey([0; 32])).is_none());

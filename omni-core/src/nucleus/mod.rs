@@ -28,8 +28,8 @@
 //!  | -- WireGuard handshake (IK, psk 0) ----------> |
 //!  | -- Hello ------------------------------------> |
 //!  | <------------------ Challenge{challenge, time} |
-//!  | -- Register{C, challenge, proof, vip, locals}> |  proof = HMAC(X25519(c, N),
-//!  | <-- RegisterOk{vip, challenge, time, hb, refl} |    edge ‖ N ‖ C ‖ challenge ‖ vip)
+//!  | -- Register{C, challenge, proof, vip[, vip2], locals}> |  proof = HMAC(X25519(c, N),
+//!  | <-- RegisterOk{vip[, vip2], challenge, time, hb, refl} | edge ‖ N ‖ C ‖ challenge ‖ vip[s])
 //!  | <-- PeerList(full, paged) -------------------- |
 //!  | -- ListAck{version} -------------------------> |
 //!  | -- Heartbeat{version} every hb s ------------> |
@@ -48,7 +48,9 @@
 //!   a session that is not a member gets `Error{NotRegistered}` to everything
 //!   else. Members only ever learn about members of their own cluster.
 //! - A VIP is bound to the first key that registers it, until that key leaves
-//!   or expires (`Error{VipInUse}` for anyone else).
+//!   or expires (`Error{VipInUse}` for anyone else). A dual-stack member
+//!   registers a second VIP of the other family (`vip2`), bound the same way
+//!   and covered by the proof.
 //! - Membership changes (join, leave, expiry, a member's new NAT mapping) are
 //!   pushed at once to every member as `PeerList` deltas (`version`, `base`);
 //!   a member that sees a gap asks for the full list, and the Nucleus resends
@@ -56,23 +58,31 @@
 //! - Members that stop heartbeating expire after `member_timeout`.
 //! - Edges without a clock take the Nucleus's wall time (for TAI64N).
 //!
-//! Peer-list entries carry each member's key, VIP, reflexive endpoint (as the
-//! Nucleus sees it) and announced local endpoints. The client adds each member
-//! as a node peer with the VIP as its /32 (/128) allowed IP and the pairwise
+//! Peer-list entries carry each member's key, VIP (and second VIP), reflexive
+//! endpoint (as the Nucleus sees it) and announced local endpoints. The client
+//! adds each member as a node peer with its VIPs as /32 and /128 allowed IPs and the pairwise
 //! preshared key `HMAC(psk_root, "omni pair psk v1" ‖ min(a, b) ‖ max(a, b))`,
 //! so traffic between members is gated by the secret as well.
 //!
 //! # NAT traversal and relay
 //!
-//! A new peer's first handshake is copied to each of its candidate endpoints.
-//! If no handshake completes within 5 s the client sends `PunchRequest{peer}`:
-//! the Nucleus sends `PunchNotify` with each side's entry to both, and both
-//! probe each other's candidates at once. After two rounds the client asks
-//! for `RelayRequest{peer}`; on `RelayReady` it points the peer's endpoint at
-//! the Nucleus and its WireGuard datagrams (still end-to-end encrypted with
-//! the pairwise session) travel as `RelayData` inside the two Nucleus
-//! sessions. Relayed peers are punched again every minute; an authenticated
-//! packet on a direct path moves them back.
+//! A new peer's first handshake is copied to each of its candidate endpoints
+//! (both members get the news at once, so both probe at once: hole
+//! punching). If no handshake has completed `relay_after` (1 s by default,
+//! a [`ClientConfig`] field) after the member was added, the client asks for
+//! `RelayRequest{peer}` right away; on `RelayReady` it points the peer's
+//! endpoint at the Nucleus and handshakes through it at once, so traffic
+//! flows within about a second even when no direct path will ever form. Its
+//! WireGuard datagrams (still end-to-end encrypted with the pairwise
+//! session) travel as `RelayData` inside the two Nucleus sessions. Punching
+//! goes on meanwhile: every round (after `punch_interval`, doubling up to
+//! `punch_interval_max`) sends our keepalive (or handshake) to each direct
+//! candidate and a `PunchRequest{peer}`, on which the Nucleus sends
+//! `PunchNotify` with each side's entry to both, so both probe each other
+//! at the same moment. The first authenticated packet that arrives on a
+//! direct path moves the peer there (the node roams to it), and the client
+//! reports it as direct. A member we reach directly that moves (the Nucleus
+//! announces a new address for it) is followed at once.
 //!
 //! # Pieces
 //!

@@ -20,13 +20,17 @@ use super::wire::{
     self, Challenge, ChallengeMsg, ErrorCode, ErrorReply, HeartbeatAck, ListKind, Message, PeerEntry, PeerListWriter,
     PeerRef, Register, RegisterOk, RelayData, MAX_LOCAL_ENDPOINTS, MAX_MESSAGE_LEN,
 };
+use crate::allowed_ips::TrieRoutes;
+use crate::cookie::RateLimiter;
 use crate::crypto::CryptoProvider;
 use crate::keys::{PublicKey, StaticSecret};
 use crate::node::{
     Event, Incoming, Node, NodeConfig, PeerConfig, PeerId, Received, RecvError, SendError, Sent, Transmit,
 };
 use crate::noise::handshake::{self, LocalStatic};
-use crate::storage::Heap;
+use crate::peer::Peer;
+use crate::replay::ReplayWindow;
+use crate::storage::{Slab, Storage};
 use crate::time::{Instant, WallTime};
 use crate::wire::Initiation;
 
@@ -174,11 +178,89 @@ fn bump(c: &mut u64) {
     *c = c.saturating_add(1);
 }
 
+/// The replay window of the Nucleus's sessions: 128 counters (40 bytes per
+/// session instead of the host window's 1032). Signaling and relayed data
+/// from one edge travel one path to the Nucleus at modest rates (the relay
+/// budget is 1 MiB/s per member); a datagram overtaken by more than 128
+/// later ones of the same session is dropped, which costs one retransmission.
+pub type ControlReplay = ReplayWindow<3>;
+
+/// The node tables of the Nucleus: the host tables of
+/// [`Heap`](crate::storage::Heap) with the small [`ControlReplay`] window
+/// (most of a peer's RAM is its three sessions' windows) and a peer table
+/// whose inserts do not scan it (see [`PeerSlab`]).
+#[derive(Debug)]
+pub struct NucleusStorage;
+
+impl<C: CryptoProvider> Storage<C> for NucleusStorage {
+    type Replay = ControlReplay;
+    type Peers = PeerSlab<Peer<C, ControlReplay>>;
+    type Keys = BTreeMap<PublicKey, PeerId>;
+    type Indexes = BTreeMap<u32, PeerId>;
+    type Routes = TrieRoutes<PeerId>;
+    type Pending = VecDeque<PeerId>;
+    type Events = VecDeque<Event>;
+    type Limiter = RateLimiter<256>;
+    const MAX_EVENTS: usize = EVENT_CAPACITY;
+}
+
+/// A growable slot table for many peers: free slots are found from a list
+/// gathered by a scan that runs at most once per `len / 8` inserts (each
+/// listed slot is checked to be still free when used), so inserting is
+/// amortized O(1) rather than a scan of every slot.
+#[derive(Debug)]
+pub struct PeerSlab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<usize>,
+    since_scan: usize,
+}
+
+impl<T> Default for PeerSlab<T> {
+    fn default() -> Self {
+        PeerSlab { slots: Vec::new(), free: Vec::new(), since_scan: 0 }
+    }
+}
+
+impl<T> Slab<T> for PeerSlab<T> {
+    fn slots(&self) -> &[Option<T>] {
+        &self.slots
+    }
+    fn slots_mut(&mut self) -> &mut [Option<T>] {
+        &mut self.slots
+    }
+    fn insert(&mut self, value: T) -> Result<usize, T> {
+        let mut value = Some(value);
+        loop {
+            while let Some(i) = self.free.pop() {
+                if let Some(slot @ None) = self.slots.get_mut(i) {
+                    *slot = value.take();
+                    return Ok(i);
+                }
+            }
+            self.since_scan = self.since_scan.saturating_add(1);
+            if self.since_scan <= self.slots.len() / 8 {
+                break;
+            }
+            self.since_scan = 0;
+            // Highest first, so the lowest free slot is used first.
+            self.free = self.slots.iter().enumerate().rev().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect();
+            if self.free.is_empty() {
+                break;
+            }
+        }
+        self.slots.push(value);
+        Ok(self.slots.len().saturating_sub(1))
+    }
+}
+
 #[derive(Debug)]
 struct Membership {
     cluster: PublicKey,
     vip: IpAddr,
-    locals: heapless::Vec<SocketAddr, MAX_LOCAL_ENDPOINTS>,
+    vip2: Option<IpAddr>,
+    /// Announced local endpoints (most members announce one or two; none
+    /// costs no allocation).
+    locals: alloc::boxed::Box<[SocketAddr]>,
     reflexive: Option<SocketAddr>,
 }
 
@@ -198,7 +280,8 @@ struct Session {
     challenge: Challenge,
     prev_challenge: Option<Challenge>,
     member: Option<Membership>,
-    full_list: Option<Cursor>,
+    /// A full list being streamed (rare: boxed).
+    full_list: Option<alloc::boxed::Box<Cursor>>,
     in_work: bool,
     /// The peer-list version the member acknowledged, and when we last
     /// pushed list data to it.
@@ -312,7 +395,7 @@ fn valid_vip(ip: IpAddr) -> bool {
 /// Output buffers: 1700 bytes always suffice (a relayed datagram plus framing).
 pub struct NucleusServer<C: CryptoProvider, R> {
     config: ServerConfig,
-    node: Node<C, R, Heap>,
+    node: Node<C, R, NucleusStorage>,
     local: LocalStatic<C>,
     public: PublicKey,
     rng: R,
@@ -408,7 +491,7 @@ where
         self.outq.len()
     }
     /// The WireGuard node (read-only: sessions, endpoints, counters).
-    pub fn node(&self) -> &Node<C, R, Heap> {
+    pub fn node(&self) -> &Node<C, R, NucleusStorage> {
         &self.node
     }
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
@@ -610,17 +693,18 @@ where
         // The challenge is spent whatever happens next.
         self.rotate_challenge(peer);
         self.rotate_challenge(peer);
-        if !valid_vip(r.vip) {
+        if !valid_vip(r.vip) || r.vip2.is_some_and(|v| !valid_vip(v) || v.is_ipv4() == r.vip.is_ipv4()) {
             self.refuse(peer, key, ErrorCode::BadRequest);
             return;
         }
         // Membership proof. An unknown cluster and a wrong proof get the same answer.
         let verified = match self.clusters.get(&r.cluster_key) {
-            Some(c) => c.auth.verify(&r.proof, &key, &self.public, &r.cluster_key, &r.challenge, r.vip),
+            Some(c) => c.auth.verify(&r.proof, &key, &self.public, &r.cluster_key, &r.challenge, r.vip, r.vip2),
             None => {
                 self.config.open_clusters
-                    && AuthKey::for_nucleus::<C>(&self.local.secret, &r.cluster_key)
-                        .is_some_and(|a| a.verify(&r.proof, &key, &self.public, &r.cluster_key, &r.challenge, r.vip))
+                    && AuthKey::for_nucleus::<C>(&self.local.secret, &r.cluster_key).is_some_and(|a| {
+                        a.verify(&r.proof, &key, &self.public, &r.cluster_key, &r.challenge, r.vip, r.vip2)
+                    })
             }
         };
         if !verified {
@@ -651,7 +735,8 @@ where
             self.refuse(peer, key, ErrorCode::Capacity);
             return;
         }
-        if cluster.vips.get(&r.vip).is_some_and(|holder| *holder != key) {
+        let wanted = [Some(r.vip), r.vip2];
+        if wanted.iter().flatten().any(|v| cluster.vips.get(v).is_some_and(|holder| *holder != key)) {
             bump(&mut self.stats.vip_conflicts);
             self.refuse(peer, key, ErrorCode::VipInUse);
             return;
@@ -660,19 +745,29 @@ where
         let Some(cluster) = self.clusters.get_mut(&r.cluster_key) else { return };
         let Some(Some(s)) = self.sessions.get_mut(usize::try_from(peer.0).unwrap_or(usize::MAX)) else { return };
         let changed = match &s.member {
-            Some(m) => m.vip != r.vip || m.locals != r.locals || m.reflexive != reflexive,
+            Some(m) => m.vip != r.vip || m.vip2 != r.vip2 || *m.locals != *r.locals || m.reflexive != reflexive,
             None => true,
         };
         if let Some(m) = &s.member {
-            if m.vip != r.vip && cluster.vips.get(&m.vip) == Some(&key) {
-                cluster.vips.remove(&m.vip);
+            // VIPs it no longer asks for are free again.
+            for old in [Some(m.vip), m.vip2].into_iter().flatten() {
+                if !wanted.contains(&Some(old)) && cluster.vips.get(&old) == Some(&key) {
+                    cluster.vips.remove(&old);
+                }
             }
         }
-        cluster.vips.insert(r.vip, key);
+        for v in wanted.into_iter().flatten() {
+            cluster.vips.insert(v, key);
+        }
         cluster.members.insert(key, peer);
         let fresh = s.member.is_none();
-        s.member = Some(Membership { cluster: r.cluster_key, vip: r.vip, locals: r.locals, reflexive });
+        let locals = r.locals.iter().copied().collect();
+        s.member = Some(Membership { cluster: r.cluster_key, vip: r.vip, vip2: r.vip2, locals, reflexive });
         s.last_seen = now;
+        // A registering edge starts over at list version 0 (below): until it
+        // acknowledges the full list, it lags (and gets it again if a page,
+        // or the whole list overtaking our RegisterOk, is lost).
+        s.acked = 0;
         if fresh {
             self.member_count = self.member_count.saturating_add(1);
             bump(&mut self.stats.registrations);
@@ -681,7 +776,8 @@ where
         let challenge = self.current_challenge(peer);
         let time = self.wall_at(now);
         let heartbeat_secs = self.config.heartbeat_secs;
-        self.send(peer, &Message::RegisterOk(RegisterOk { vip: r.vip, challenge, time, heartbeat_secs, reflexive }));
+        let ok = RegisterOk { vip: r.vip, vip2: r.vip2, challenge, time, heartbeat_secs, reflexive };
+        self.send(peer, &Message::RegisterOk(ok));
         if changed {
             self.announce(now, peer);
         }
@@ -776,8 +872,10 @@ where
         self.push_event(ServerEvent::MemberLeft { cluster: m.cluster, key, reason });
         let Some(cluster) = self.clusters.get_mut(&m.cluster) else { return };
         cluster.members.remove(&key);
-        if cluster.vips.get(&m.vip) == Some(&key) {
-            cluster.vips.remove(&m.vip);
+        for vip in [Some(m.vip), m.vip2].into_iter().flatten() {
+            if cluster.vips.get(&vip) == Some(&key) {
+                cluster.vips.remove(&vip);
+            }
         }
         if cluster.members.is_empty() && !cluster.provisioned {
             self.clusters.remove(&m.cluster);
@@ -838,7 +936,7 @@ where
     fn schedule_full_list(&mut self, now: Instant, peer: PeerId) {
         let version = self.cluster_of(peer).map_or(0, |c| c.version);
         let Some(s) = self.session_mut(peer) else { return };
-        s.full_list = Some(Cursor { version, after: None });
+        s.full_list = Some(alloc::boxed::Box::new(Cursor { version, after: None }));
         s.pushed_at = now;
         if !s.in_work {
             s.in_work = true;
@@ -851,7 +949,7 @@ where
         while let Some(peer) = self.work.pop_front() {
             let slot = usize::try_from(peer.0).unwrap_or(usize::MAX);
             let Some(Some(s)) = self.sessions.get(slot) else { continue };
-            let (Some(m), Some(cursor)) = (s.member.as_ref(), s.full_list) else {
+            let (Some(m), Some(cursor)) = (s.member.as_ref(), s.full_list.as_deref().copied()) else {
                 if let Some(Some(s)) = self.sessions.get_mut(slot) {
                     s.in_work = false;
                 }
@@ -897,7 +995,7 @@ where
                     s.full_list = None;
                     s.in_work = false;
                 } else {
-                    s.full_list = Some(Cursor { version: cursor.version, after: last });
+                    s.full_list = Some(alloc::boxed::Box::new(Cursor { version: cursor.version, after: last }));
                     self.work.push_back(peer);
                 }
             }
@@ -1109,7 +1207,8 @@ where
 fn entry_from(sessions: &[Option<Session>], peer: PeerId) -> Option<PeerEntry> {
     let s = sessions.get(usize::try_from(peer.0).ok()?)?.as_ref()?;
     let m = s.member.as_ref()?;
-    Some(PeerEntry { key: s.key, vip: m.vip, reflexive: m.reflexive, locals: m.locals.clone() })
+    let locals = m.locals.iter().copied().take(MAX_LOCAL_ENDPOINTS).collect();
+    Some(PeerEntry { key: s.key, vip: m.vip, vip2: m.vip2, reflexive: m.reflexive, locals })
 }
 
 #[cfg(test)]
@@ -1148,10 +1247,34 @@ mod tests {
     }
 
     #[test]
+    fn peer_slab_reuses_freed_slots_and_keeps_every_value() {
+        let mut s: PeerSlab<u32> = PeerSlab::default();
+        for i in 0..1000u32 {
+            assert_eq!(s.insert(i), Ok(i as usize));
+        }
+        for i in [3usize, 500, 999] {
+            s.slots_mut()[i] = None;
+        }
+        let mut at = std::vec::Vec::new();
+        for v in 0..200u32 {
+            at.push((s.insert(10_000 + v).unwrap(), 10_000 + v));
+        }
+        // The holes are filled (within len / 8 inserts), the rest appended.
+        for hole in [3usize, 500, 999] {
+            assert!(at.iter().take(126).any(|(i, _)| *i == hole), "slot {hole} reused");
+        }
+        for (i, v) in &at {
+            assert_eq!(s.slots()[*i], Some(*v));
+        }
+        assert_eq!(s.slots().iter().filter(|x| x.is_some()).count(), 1197, "no slot left empty");
+        assert_eq!(s.slots().len(), 1197);
+    }
+
+    #[test]
     fn per_member_state_is_small() {
         // The Nucleus's own record per session; the node's per-peer state
         // comes on top (see the report in the module docs).
-        let s = core::mem::size_of::<Session>();
-        assert!(s <= 512, "Session is {s} bytes");
+        let s = core::mem::size_of::<Option<Session>>();
+        assert!(s <= 320, "Session is {s} bytes");
     }
 }

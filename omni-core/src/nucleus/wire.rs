@@ -36,8 +36,9 @@ pub const MAX_PADDING: usize = 15;
 pub const CHALLENGE_LEN: usize = 16;
 pub const KEY_LEN: usize = 32;
 pub const PROOF_LEN: usize = 32;
-/// A [`PeerEntry`] with IPv6 everywhere and every local endpoint.
-pub const MAX_ENTRY_LEN: usize = KEY_LEN + 17 + 19 + 1 + MAX_LOCAL_ENDPOINTS * 19;
+/// A [`PeerEntry`] with both VIPs (one IPv6, one IPv4), IPv6 endpoints
+/// and every local endpoint.
+pub const MAX_ENTRY_LEN: usize = KEY_LEN + 17 + 5 + 19 + 1 + MAX_LOCAL_ENDPOINTS * 19;
 /// `kind | version | base_or_total | add count | remove count`.
 pub const PEER_LIST_HEADER_LEN: usize = 1 + 4 + 4 + 2 + 2;
 
@@ -190,6 +191,8 @@ pub struct PeerEntry {
     pub key: PublicKey,
     /// The member's virtual IP (its /32 or /128 allowed IP at the peers).
     pub vip: IpAddr,
+    /// A second VIP of the other address family (a dual-stack member).
+    pub vip2: Option<IpAddr>,
     /// The member's address as the Nucleus sees it on the shared socket
     /// (its NAT mapping), if known.
     pub reflexive: Option<SocketAddr>,
@@ -202,6 +205,7 @@ impl PeerEntry {
     pub fn encoded_len(&self) -> usize {
         KEY_LEN
             .saturating_add(addr_len(Some(self.vip)))
+            .saturating_add(addr_len(self.vip2))
             .saturating_add(endpoint_len(self.reflexive))
             .saturating_add(1)
             .saturating_add(self.locals.iter().map(|e| endpoint_len(Some(*e))).sum::<usize>())
@@ -227,6 +231,8 @@ pub struct Register {
     pub challenge: Challenge,
     pub proof: [u8; PROOF_LEN],
     pub vip: IpAddr,
+    /// A second VIP of the other family (dual stack), bound to the key like `vip`.
+    pub vip2: Option<IpAddr>,
     pub locals: heapless::Vec<SocketAddr, MAX_LOCAL_ENDPOINTS>,
 }
 
@@ -237,10 +243,11 @@ pub struct ChallengeMsg {
     pub time: WallTime,
 }
 
-/// `RegisterOk`: the sender is a member with this VIP.
+/// `RegisterOk`: the sender is a member with this VIP (and `vip2`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegisterOk {
     pub vip: IpAddr,
+    pub vip2: Option<IpAddr>,
     pub challenge: Challenge,
     /// The Nucleus's wall clock when it wrote the reply.
     pub time: WallTime,
@@ -406,15 +413,17 @@ impl Message<'_> {
                 .saturating_add(CHALLENGE_LEN)
                 .saturating_add(PROOF_LEN)
                 .saturating_add(addr_len(Some(r.vip)))
+                .saturating_add(addr_len(r.vip2))
                 .saturating_add(1)
                 .saturating_add(r.locals.iter().map(|e| endpoint_len(Some(*e))).sum::<usize>()),
             Message::Heartbeat(_) | Message::ListAck(_) => 4,
             Message::PunchRequest(_) | Message::RelayRequest(_) | Message::RelayReady(_) => KEY_LEN,
             Message::RelayData(d) => KEY_LEN.saturating_add(d.datagram.len()),
             Message::Challenge(_) => CHALLENGE_LEN + TIME,
-            Message::RegisterOk(m) => {
-                addr_len(Some(m.vip)).saturating_add(CHALLENGE_LEN + TIME + 2).saturating_add(endpoint_len(m.reflexive))
-            }
+            Message::RegisterOk(m) => addr_len(Some(m.vip))
+                .saturating_add(addr_len(m.vip2))
+                .saturating_add(CHALLENGE_LEN + TIME + 2)
+                .saturating_add(endpoint_len(m.reflexive)),
             Message::Error(_) => 2 + CHALLENGE_LEN,
             Message::HeartbeatAck(m) => (CHALLENGE_LEN + TIME + 4).saturating_add(endpoint_len(m.reflexive)),
             Message::PeerList(l) => l.body_len(),
@@ -440,10 +449,10 @@ impl Message<'_> {
         let ep = valid_endpoint;
         let entry = valid_entry;
         match self {
-            Message::Register(r) => !r.vip.is_unspecified() && r.locals.iter().all(ep),
+            Message::Register(r) => valid_vips(r.vip, r.vip2) && r.locals.iter().all(ep),
             Message::RelayData(d) => !d.datagram.is_empty() && d.datagram.len() <= MAX_RELAY_DATAGRAM,
             Message::Challenge(c) => time(&c.time),
-            Message::RegisterOk(m) => !m.vip.is_unspecified() && time(&m.time) && opt(&m.reflexive),
+            Message::RegisterOk(m) => valid_vips(m.vip, m.vip2) && time(&m.time) && opt(&m.reflexive),
             Message::HeartbeatAck(m) => time(&m.time) && opt(&m.reflexive),
             Message::PunchNotify(e) => entry(e),
             _ => true,
@@ -472,6 +481,7 @@ impl Message<'_> {
                 w.bytes(&r.challenge);
                 w.bytes(&r.proof);
                 w.addr(Some(r.vip));
+                w.addr(r.vip2);
                 w.locals(&r.locals);
             }
             Message::Heartbeat(h) => w.u32(h.list_version),
@@ -487,6 +497,7 @@ impl Message<'_> {
             }
             Message::RegisterOk(m) => {
                 w.addr(Some(m.vip));
+                w.addr(m.vip2);
                 w.bytes(&m.challenge);
                 w.time(m.time);
                 w.u16(m.heartbeat_secs);
@@ -518,6 +529,59 @@ impl Message<'_> {
         }
         Ok(len)
     }
+}
+
+// ----- the key query ---------------------------------------------------------
+
+/// Opens both the key query and its answer: an edge that was given no
+/// Nucleus key asks the Nucleus's UDP port for it once, outside WireGuard,
+/// and pins the answer (trust on first use). Read as a little-endian u32,
+/// its first four bytes are no WireGuard message type, so the Nucleus tells
+/// it apart from WireGuard before anything else.
+pub const KEY_MAGIC: &[u8; 16] = b"omni-nucleus-key";
+/// A key query: the magic, `?`, zero padding. Longer than the answer, so the
+/// port is no amplifier.
+pub const KEY_QUERY_LEN: usize = 64;
+/// A key answer: the magic and the 32-byte key.
+pub const KEY_REPLY_LEN: usize = 48;
+
+/// The query an edge sends (as a bare UDP datagram) to learn the Nucleus's key.
+pub fn key_query() -> [u8; KEY_QUERY_LEN] {
+    let mut q = [0u8; KEY_QUERY_LEN];
+    if let Some(d) = q.get_mut(..KEY_MAGIC.len()) {
+        d.copy_from_slice(KEY_MAGIC);
+    }
+    if let Some(d) = q.get_mut(KEY_MAGIC.len()) {
+        *d = b'?';
+    }
+    q
+}
+
+/// Whether a datagram is exactly a key query.
+pub fn is_key_query(d: &[u8]) -> bool {
+    d.len() == KEY_QUERY_LEN && d == key_query()
+}
+
+/// The Nucleus's answer to a key query.
+pub fn key_reply(key: &PublicKey) -> [u8; KEY_REPLY_LEN] {
+    let mut r = [0u8; KEY_REPLY_LEN];
+    let (magic, k) = r.split_at_mut(KEY_MAGIC.len());
+    magic.copy_from_slice(KEY_MAGIC);
+    k.copy_from_slice(&key.0);
+    r
+}
+
+/// The key in a key answer (`None`: not an answer). An answer proves
+/// nothing: the edge pins the first one and warns when it changes.
+pub fn parse_key_reply(d: &[u8]) -> Option<PublicKey> {
+    if d.len() != KEY_REPLY_LEN {
+        return None;
+    }
+    let (magic, key) = d.split_at(KEY_MAGIC.len());
+    if magic != KEY_MAGIC {
+        return None;
+    }
+    Some(PublicKey(key.try_into().ok()?))
 }
 
 /// Maximum encoded length (header + body) of a message type.
@@ -568,6 +632,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, ParseError> {
             challenge: r.array()?,
             proof: r.array()?,
             vip: r.vip()?,
+            vip2: r.second_vip()?,
             locals: r.locals()?,
         }),
         HEARTBEAT => Message::Heartbeat(Heartbeat { list_version: r.u32()? }),
@@ -586,6 +651,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, ParseError> {
         CHALLENGE => Message::Challenge(ChallengeMsg { challenge: r.array()?, time: r.time()? }),
         REGISTER_OK => Message::RegisterOk(RegisterOk {
             vip: r.vip()?,
+            vip2: r.second_vip()?,
             challenge: r.array()?,
             time: r.time()?,
             heartbeat_secs: r.u16()?,
@@ -633,7 +699,9 @@ fn parse_peer_list<'a>(r: &mut Reader<'a>) -> Result<PeerList<'a>, ParseError> {
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<PeerEntry, ParseError> {
-    Ok(PeerEntry { key: PublicKey(r.array()?), vip: r.vip()?, reflexive: r.endpoint()?, locals: r.locals()? })
+    let key = PublicKey(r.array()?);
+    let vip = r.vip()?;
+    Ok(PeerEntry { key, vip, vip2: r.second_vip()?, reflexive: r.endpoint()?, locals: r.locals()? })
 }
 
 /// Builds a [`PeerList`] page in a caller buffer: entries are added until
@@ -727,8 +795,13 @@ fn valid_endpoint(e: &SocketAddr) -> bool {
     e.port() != 0 && !e.ip().is_unspecified()
 }
 
+/// A specified VIP, and an optional second one: specified, of the other family.
+fn valid_vips(vip: IpAddr, vip2: Option<IpAddr>) -> bool {
+    !vip.is_unspecified() && vip2.is_none_or(|v| !v.is_unspecified() && v.is_ipv4() != vip.is_ipv4())
+}
+
 fn valid_entry(e: &PeerEntry) -> bool {
-    !e.vip.is_unspecified() && e.reflexive.as_ref().is_none_or(valid_endpoint) && e.locals.iter().all(valid_endpoint)
+    valid_vips(e.vip, e.vip2) && e.reflexive.as_ref().is_none_or(valid_endpoint) && e.locals.iter().all(valid_endpoint)
 }
 
 fn addr_len(a: Option<IpAddr>) -> usize {
@@ -749,11 +822,13 @@ fn endpoint_len(e: Option<SocketAddr>) -> usize {
 /// Bounds-checked reader: every read either succeeds or reports `Truncated`.
 struct Reader<'a> {
     b: &'a [u8],
+    /// The family of the last VIP read (a second VIP must be of the other one).
+    last_vip_v4: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(b: &'a [u8]) -> Self {
-        Reader { b }
+        Reader { b, last_vip_v4: false }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], ParseError> {
         if n > self.b.len() {
@@ -800,9 +875,22 @@ impl<'a> Reader<'a> {
     /// A VIP: present and not unspecified.
     fn vip(&mut self) -> Result<IpAddr, ParseError> {
         match self.addr()? {
-            Some(a) if !a.is_unspecified() => Ok(a),
+            Some(a) if !a.is_unspecified() => {
+                self.last_vip_v4 = a.is_ipv4();
+                Ok(a)
+            }
             Some(_) => Err(ParseError::BadField),
             None => Err(ParseError::BadAddressFamily(0)),
+        }
+    }
+    /// The optional second VIP after a VIP: absent (family 0), or specified
+    /// and of the other family.
+    fn second_vip(&mut self) -> Result<Option<IpAddr>, ParseError> {
+        let first_v4 = self.last_vip_v4;
+        match self.addr()? {
+            None => Ok(None),
+            Some(a) if a.is_unspecified() || a.is_ipv4() == first_v4 => Err(ParseError::BadField),
+            Some(a) => Ok(Some(a)),
         }
     }
     fn endpoint(&mut self) -> Result<Option<SocketAddr>, ParseError> {
@@ -891,6 +979,7 @@ impl<'a> Out<'a> {
     fn entry(&mut self, e: &PeerEntry) {
         self.bytes(&e.key.0);
         self.addr(Some(e.vip));
+        self.addr(e.vip2);
         self.endpoint(e.reflexive);
         self.locals(&e.locals);
     }
@@ -913,6 +1002,8 @@ mod tests {
         PeerEntry {
             key: PublicKey([i; 32]),
             vip: if v6 { "fd00::1".parse().unwrap() } else { IpAddr::V4(Ipv4Addr::new(10, 200, 0, i)) },
+            // Every other IPv4 member is dual-stack.
+            vip2: (!v6 && i % 4 == 1).then(|| std::format!("fd00::{i}").parse().unwrap()),
             reflexive: if i % 3 == 0 { None } else { Some(ep(&std::format!("[2001:db8::{i}]:4000"))) },
             locals,
         }
@@ -950,6 +1041,15 @@ mod tests {
                 challenge: [2; 16],
                 proof: [3; 32],
                 vip: "10.200.0.1".parse().unwrap(),
+                vip2: None,
+                locals: locals.clone(),
+            }),
+            Message::Register(Register {
+                cluster_key: PublicKey([1; 32]),
+                challenge: [2; 16],
+                proof: [3; 32],
+                vip: "10.200.0.1".parse().unwrap(),
+                vip2: Some("fd00:200::1".parse().unwrap()),
                 locals: locals.clone(),
             }),
             Message::Register(Register {
@@ -957,6 +1057,7 @@ mod tests {
                 challenge: [2; 16],
                 proof: [3; 32],
                 vip: "fd00::7".parse().unwrap(),
+                vip2: Some("10.9.8.7".parse().unwrap()),
                 locals: heapless::Vec::new(),
             }),
             Message::Heartbeat(Heartbeat { list_version: 7 }),
@@ -969,15 +1070,25 @@ mod tests {
             Message::Challenge(ChallengeMsg { challenge: [8; 16], time: t }),
             Message::RegisterOk(RegisterOk {
                 vip: "10.200.0.1".parse().unwrap(),
+                vip2: None,
                 challenge: [9; 16],
                 time: t,
                 heartbeat_secs: 15,
                 reflexive: Some(ep("198.51.100.7:40000")),
             }),
+            Message::RegisterOk(RegisterOk {
+                vip: "10.200.0.1".parse().unwrap(),
+                vip2: Some("fd00::1".parse().unwrap()),
+                challenge: [9; 16],
+                time: t,
+                heartbeat_secs: 15,
+                reflexive: None,
+            }),
             Message::Error(ErrorReply { code: ErrorCode::VipInUse, challenge: [10; 16] }),
             Message::Error(ErrorReply { code: ErrorCode::Other(999), challenge: [10; 16] }),
             Message::HeartbeatAck(HeartbeatAck { challenge: [11; 16], time: t, list_version: 3, reflexive: None }),
             Message::PunchNotify(entry(4, true)),
+            Message::PunchNotify(entry(5, false)),
         ];
         for m in &msgs {
             round_trip(m);
@@ -1026,6 +1137,32 @@ mod tests {
     }
 
     #[test]
+    fn key_query_and_reply() {
+        let q = key_query();
+        assert!(is_key_query(&q));
+        // Never a WireGuard message (types 1..4 as little-endian u32), nor a
+        // signaling payload (those only travel inside WireGuard).
+        let t = u32::from_le_bytes(q[..4].try_into().unwrap());
+        assert!(!(1..=4).contains(&t));
+        assert!(!is_key_query(&q[..63]));
+        let mut bad = q;
+        bad[40] = 1;
+        assert!(!is_key_query(&bad));
+        let mut long = q.to_vec();
+        long.push(0);
+        assert!(!is_key_query(&long));
+        let key = PublicKey([7; 32]);
+        let r = key_reply(&key);
+        assert!(r.len() < q.len(), "no amplification");
+        assert_eq!(parse_key_reply(&r), Some(key));
+        assert_eq!(parse_key_reply(&r[..47]), None);
+        assert_eq!(parse_key_reply(&q), None);
+        let mut bad = r;
+        bad[0] = b'O';
+        assert_eq!(parse_key_reply(&bad), None);
+    }
+
+    #[test]
     fn malformed_input_is_refused() {
         assert_eq!(parse(&[]), Err(ParseError::Truncated));
         assert_eq!(parse(&[2, 1, 0, 0]), Err(ParseError::BadVersion(2)));
@@ -1065,6 +1202,7 @@ mod tests {
             challenge: [2; 16],
             proof: [3; 32],
             vip: "10.0.0.1".parse().unwrap(),
+            vip2: None,
             locals: heapless::Vec::new(),
         });
         let n = reg.emit(&mut buf).unwrap();
@@ -1077,6 +1215,33 @@ mod tests {
         buf[4 + 80] = 4;
         buf[4 + 81..4 + 85].copy_from_slice(&[0; 4]);
         assert_eq!(parse(&buf[..n]), Err(ParseError::BadField), "unspecified VIP");
+        // A second VIP must be specified and of the other family.
+        let dual = |vip: &str, vip2: &str| {
+            Message::Register(Register {
+                cluster_key: PublicKey([1; 32]),
+                challenge: [2; 16],
+                proof: [3; 32],
+                vip: vip.parse().unwrap(),
+                vip2: Some(vip2.parse().unwrap()),
+                locals: heapless::Vec::new(),
+            })
+        };
+        assert_eq!(dual("10.0.0.1", "10.0.0.2").emit(&mut buf), Err(EmitError::Invalid));
+        assert_eq!(dual("10.0.0.1", "::").emit(&mut buf), Err(EmitError::Invalid));
+        let n = dual("10.0.0.1", "fd00::2").emit(&mut buf).unwrap();
+        assert!(parse(&buf[..n]).is_ok());
+        let second = 4 + 80 + 5;
+        assert_eq!(buf[second], 6);
+        buf[second + 1..second + 17].copy_from_slice(&[0; 16]);
+        assert_eq!(parse(&buf[..n]), Err(ParseError::BadField), "unspecified second VIP");
+        // Re-encode the second VIP as IPv4 (same family as the first): refused.
+        let mut same = buf[..second].to_vec();
+        same.extend_from_slice(&[4, 10, 0, 0, 2, 0]);
+        let body = (same.len() - 4) as u16;
+        same[2..4].copy_from_slice(&body.to_le_bytes());
+        assert_eq!(parse(&same), Err(ParseError::BadField), "two IPv4 VIPs");
+        same[second] = 9;
+        assert_eq!(parse(&same), Err(ParseError::BadAddressFamily(9)));
         // A peer list that announces more entries than it holds.
         let mut w = PeerListWriter::new(&mut buf, ListKind::Delta, 2, 1).unwrap();
         w.push_add(&entry(1, false));
