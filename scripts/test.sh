@@ -61,9 +61,10 @@ step "omni-ffi bindings: C, JNI, Python, Kotlin, Swift header, Android/iOS check
     bash omni-ffi/tests/run-binding-tests.sh
 
 # firmware/ + hil-tests/: firmware booted under QEMU mps2-an385 talks to an
-# omni-core host peer and to wireguard-go; reboot/TAI64N; board builds;
-# footprint report (hil-tests/install-deps.sh installs QEMU and defmt-print).
-step "firmware under QEMU against omni-core and wireguard-go peers, board builds, footprint" \
+# omni-core host peer, wireguard-go and omni-daemon; rekey (short-timers test
+# build); reboot/TAI64N; cluster join through a Nucleus; board builds;
+# footprint (hil-tests/install-deps.sh installs QEMU and defmt-print).
+step "firmware under QEMU: omni-core/wireguard-go/omni-daemon peers, rekey, reboot, Nucleus, boards, footprint" \
     bash hil-tests/run.sh
 
 step "clippy (omni-daemon)" cargo clippy -p omni-daemon --all-targets -- -D warnings
