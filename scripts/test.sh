@@ -83,6 +83,10 @@ step "omni-daemon <-> omni-daemon across network namespaces (+ iperf3, 131072 al
 step "omni-daemon NAT lab: Nucleus + edges behind NATs (direct, relayed, LAN, roaming, restart, security)" \
     bash omni-daemon/tests/nat-lab.sh
 step "README run command: the local demo cluster" bash scripts/demo-cluster.sh
+# A benchmark, not a test: 5000 simulated edges against the real Nucleus on
+# loopback (the full run is --nodes 100000; figures not checked here).
+step "benchmark runs: Nucleus load generator, 5000 edges (figures not checked)" \
+    bash omni-daemon/bench/nucleus-load.sh --nodes 5000 --seconds 5
 step "omni-daemon <-> omni-daemon with offloads off (plain TUN, no UDP GSO/GRO)" \
     env OMNI_DAEMON_OFFLOAD=0 bash omni-daemon/tests/netns-interop.sh omni-daemon --bulk
 # A benchmark, not a test: the step checks that it runs, not its figures.

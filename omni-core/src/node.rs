@@ -11,7 +11,7 @@ use crate::crypto::CryptoProvider;
 use crate::keys::{PresharedKey, PublicKey, StaticSecret};
 use crate::noise::handshake::{self, HandshakeError, LocalStatic, PeerStatic};
 use crate::noise::tai64n::Tai64N;
-use crate::peer::{Peer, Slot};
+use crate::peer::{Held, Peer, Slot};
 use crate::session::{sealed_len, OpenError, Session};
 use crate::storage::{Fifo, Map, Slab, SourceLimiter, Storage};
 use crate::time::{Instant, WallTime};
@@ -1051,7 +1051,7 @@ where
         let local = self.local.as_ref().ok_or(RecvError::NoPrivateKey)?;
         let peer = self.peers.slots().get(id.slot()).and_then(Option::as_ref).ok_or(RecvError::UnknownIndex)?;
         let state =
-            peer.initiation.as_ref().filter(|s| s.local_index == resp.receiver).ok_or(RecvError::UnknownIndex)?;
+            peer.initiation.as_deref().filter(|s| s.local_index == resp.receiver).ok_or(RecvError::UnknownIndex)?;
         let keys = handshake::consume_response::<C>(state, local, &peer.statik, resp).map_err(RecvError::Handshake)?;
         let wall = self.wall_at(now);
         let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
@@ -1205,7 +1205,7 @@ where
         let buf = out.get_mut(..INITIATION_LEN).ok_or(SendError::BufferTooSmall { needed: INITIATION_LEN })?;
         msg.emit(buf);
         peer.cookies.stamp(now, buf, Initiation::MAC1_OFFSET);
-        peer.initiation = Some(state);
+        peer.initiation = Some(Held::new(state));
         peer.last_initiation_sent = Some(now);
         peer.tx_bytes = peer.tx_bytes.saturating_add(INITIATION_LEN as u64);
         self.arm(id, Timer::RetransmitHandshake, now.saturating_add(REKEY_TIMEOUT.saturating_add(j)));
@@ -1390,7 +1390,7 @@ where
         }
     }
 
-    fn forget_session(&mut self, s: Option<Session<C, S::Replay>>) {
+    fn forget_session(&mut self, s: Option<Held<Session<C, S::Replay>>>) {
         if let Some(s) = s {
             self.indexes.remove(&s.local_index);
         }

@@ -23,6 +23,45 @@ pub(crate) enum Slot {
     Next,
 }
 
+/// A part of a peer that is often absent or idle (a spare session, the
+/// handshake in flight, even the current session of a quiet peer): on the
+/// heap when `alloc` is on, so a peer of a large table (a Nucleus keeps one
+/// per member, 100k of them) costs a pointer for each empty slot instead of
+/// the whole value; inline in `no_std` tables without a heap.
+pub(crate) struct Held<T>(#[cfg(feature = "alloc")] alloc::boxed::Box<T>, #[cfg(not(feature = "alloc"))] T);
+
+impl<T> Held<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(feature = "alloc")]
+        {
+            Held(alloc::boxed::Box::new(value))
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            Held(value)
+        }
+    }
+}
+
+impl<T> core::ops::Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for Held<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: core::fmt::Debug> core::fmt::Debug for Held<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        T::fmt(self, f)
+    }
+}
+
 /// `W` is the replay window of each of its sessions (chosen by the node's
 /// [`Storage::Replay`](crate::storage::Storage::Replay)).
 pub struct Peer<C: CryptoProvider, W: AntiReplay> {
@@ -32,14 +71,14 @@ pub struct Peer<C: CryptoProvider, W: AntiReplay> {
     pub(crate) persistent_keepalive: Option<u16>,
     pub(crate) timers: TimerTable,
 
-    pub(crate) previous: Option<Session<C, W>>,
-    pub(crate) current: Option<Session<C, W>>,
+    pub(crate) previous: Option<Held<Session<C, W>>>,
+    pub(crate) current: Option<Held<Session<C, W>>>,
     /// A session we answered as responder, not yet confirmed by the
     /// initiator's first transport message.
-    pub(crate) next: Option<Session<C, W>>,
+    pub(crate) next: Option<Held<Session<C, W>>>,
     /// Our own initiation in flight. Kept apart from `next` so that when both
     /// sides initiate at once both handshakes complete instead of fighting.
-    pub(crate) initiation: Option<InitiatorState<C>>,
+    pub(crate) initiation: Option<Held<InitiatorState<C>>>,
 
     pub(crate) handshake_attempts: u32,
     pub(crate) last_initiation_sent: Option<Instant>,
@@ -110,9 +149,9 @@ impl<C: CryptoProvider, W: AntiReplay> Peer<C, W> {
 
     pub(crate) fn session_mut(&mut self, slot: Slot) -> Option<&mut Session<C, W>> {
         match slot {
-            Slot::Previous => self.previous.as_mut(),
-            Slot::Current => self.current.as_mut(),
-            Slot::Next => self.next.as_mut(),
+            Slot::Previous => self.previous.as_deref_mut(),
+            Slot::Current => self.current.as_deref_mut(),
+            Slot::Next => self.next.as_deref_mut(),
         }
     }
 
@@ -140,27 +179,27 @@ impl<C: CryptoProvider, W: AntiReplay> Peer<C, W> {
 
     /// Installs a session we initiated: it is confirmed, so it becomes
     /// current at once. Returns the sessions that fell out of the slots.
-    pub(crate) fn install_initiator(&mut self, s: Session<C, W>) -> [Option<Session<C, W>>; 2] {
+    pub(crate) fn install_initiator(&mut self, s: Session<C, W>) -> [Option<Held<Session<C, W>>>; 2] {
         let (new_previous, dropped_a) = match self.next.take() {
             // The unconfirmed responder session stays decryptable as `previous`.
             Some(next) => (Some(next), self.current.take()),
             None => (self.current.take(), None),
         };
         let dropped_b = core::mem::replace(&mut self.previous, new_previous);
-        self.current = Some(s);
+        self.current = Some(Held::new(s));
         [dropped_a, dropped_b]
     }
 
     /// Installs a session we answered: unconfirmed until the initiator uses it.
-    pub(crate) fn install_responder(&mut self, s: Session<C, W>) -> [Option<Session<C, W>>; 2] {
-        let dropped_next = self.next.replace(s);
+    pub(crate) fn install_responder(&mut self, s: Session<C, W>) -> [Option<Held<Session<C, W>>>; 2] {
+        let dropped_next = self.next.replace(Held::new(s));
         // The old previous would be shifted out by the promotion anyway.
         let dropped_prev = self.previous.take();
         [dropped_next, dropped_prev]
     }
 
     /// The initiator used `next`: promote it. Returns the session dropped.
-    pub(crate) fn confirm_next(&mut self) -> Option<Session<C, W>> {
+    pub(crate) fn confirm_next(&mut self) -> Option<Held<Session<C, W>>> {
         let next = self.next.take()?;
         let old_current = self.current.replace(next);
         core::mem::replace(&mut self.previous, old_current)
@@ -168,7 +207,7 @@ impl<C: CryptoProvider, W: AntiReplay> Peer<C, W> {
 
     /// A sendable session, preferring the current one.
     pub(crate) fn sendable(&mut self, now: Instant) -> Option<&mut Session<C, W>> {
-        self.current.as_mut().filter(|s| s.can_send(now))
+        self.current.as_deref_mut().filter(|s| s.can_send(now))
     }
 
     pub(crate) fn has_staged(&self) -> bool {
