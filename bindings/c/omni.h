@@ -23,6 +23,14 @@
 // (header, padding, tag): `len + OMNI_OVERHEAD` always suffices, and at least 148.
 #define OMNI_OVERHEAD 47
 
+// The same for a tunnel in a cluster (`omni_tunnel_join_cluster`), where a
+// datagram to a relayed member is wrapped for the Nucleus. A smaller buffer
+// gives `OMNI_RESULT_BUFFER_TOO_SMALL` with the size needed.
+#define OMNI_CLUSTER_OVERHEAD 160
+
+// Bytes of `OmniEvent.detail`.
+#define OMNI_DETAIL_LEN 48
+
 // Result codes of the C API (`OmniResult` in `omni.h`) and the negative
 // results of the JNI packet calls. Values are stable.
 typedef enum OmniResult {
@@ -55,6 +63,16 @@ typedef enum OmniResult {
   OMNI_RESULT_PANIC = -99,
 } OmniResult;
 
+// Where the registration stands (`omni_tunnel_cluster_state`).
+typedef enum OmniClusterState {
+  // Not a cluster tunnel.
+  OMNI_CLUSTER_STATE_NOT_IN_CLUSTER = 0,
+  OMNI_CLUSTER_STATE_CONNECTING = 1,
+  OMNI_CLUSTER_STATE_REGISTERING = 2,
+  OMNI_CLUSTER_STATE_REGISTERED = 3,
+  OMNI_CLUSTER_STATE_LEFT = 4,
+} OmniClusterState;
+
 // What a packet call produced.
 typedef enum OmniOutputKind {
   // Nothing to do (a packet was queued behind a handshake, a datagram was
@@ -66,16 +84,60 @@ typedef enum OmniOutputKind {
   OMNI_OUTPUT_KIND_NETWORK = 2,
 } OmniOutputKind;
 
+// What happened (see the uniffi `TunnelEvent` for the meaning of each).
 typedef enum OmniEventKind {
   OMNI_EVENT_KIND_NONE = 0,
   OMNI_EVENT_KIND_PEER_UP = 1,
   OMNI_EVENT_KIND_PEER_DOWN = 2,
   OMNI_EVENT_KIND_ENDPOINT_CHANGED = 3,
   OMNI_EVENT_KIND_HANDSHAKE_FAILED = 4,
+  // A packet is queued for a peer with no endpoint (once per peer).
+  OMNI_EVENT_KIND_ENDPOINT_NEEDED = 5,
+  // Registered with the Nucleus: `detail` is our VIP, `endpoint` our
+  // address as the Nucleus sees it (family 0 if unknown).
+  OMNI_EVENT_KIND_CLUSTER_JOINED = 6,
+  // The Nucleus refused a request: `detail` is the reason (`vip-in-use`, …).
+  OMNI_EVENT_KIND_CLUSTER_REFUSED = 7,
+  // The Nucleus stopped answering: registering again.
+  OMNI_EVENT_KIND_NUCLEUS_LOST = 8,
+  // A member became a peer: `public_key`, `detail` its VIP.
+  OMNI_EVENT_KIND_MEMBER_JOINED = 9,
+  // A member left or expired: `public_key`.
+  OMNI_EVENT_KIND_MEMBER_LEFT = 10,
+  // A member could not become a peer: `public_key`.
+  OMNI_EVENT_KIND_MEMBER_SKIPPED = 11,
+  // A member's path changed: `public_key`, `relayed`.
+  OMNI_EVENT_KIND_MEMBER_PATH_CHANGED = 12,
+  // `omni_tunnel_leave_cluster` completed.
+  OMNI_EVENT_KIND_CLUSTER_LEFT = 13,
+  // A later handshake while the peer was up (rekey, rehandshake): `initiator`.
+  OMNI_EVENT_KIND_SESSION_RENEWED = 14,
 } OmniEventKind;
 
 // An opaque tunnel handle.
 typedef struct OmniTunnel OmniTunnel;
+
+// How `omni_tunnel_join_cluster` joins a cluster. Strings are
+// NUL-terminated UTF-8; see the uniffi `ClusterConfig` for each field.
+typedef struct OmniClusterConfig {
+  // Our private key (base64).
+  const char *private_key;
+  // `ip:port` or `host:port` (resolved now, blocking).
+  const char *nucleus_endpoint;
+  // The Nucleus's public key (base64).
+  const char *nucleus_public_key;
+  const char *cluster;
+  // NULL or "": an unauthenticated cluster.
+  const char *secret;
+  // Our VIP with the cluster's prefix, e.g. `10.200.0.5/24`.
+  const char *vip;
+  // NULL, or our IPv6 VIP for a dual-stack member (`vip` is then IPv4).
+  const char *vip6;
+  // The port the host binds (0: any).
+  uint16_t listen_port;
+  // 0: the default (1420).
+  uint16_t mtu;
+} OmniClusterConfig;
 
 // A UDP endpoint. `family` is 4 or 6 (0: none); `port` in host byte order;
 // an IPv4 address fills `addr[0..4]`.
@@ -99,10 +161,15 @@ typedef struct OmniOutput {
 typedef struct OmniEvent {
   enum OmniEventKind kind;
   char public_key[OMNI_KEY_BUF_LEN];
-  // The new endpoint (`EndpointChanged`).
+  // The new endpoint (`EndpointChanged`), our reflexive address (`ClusterJoined`).
   struct OmniEndpoint endpoint;
-  // `PeerUp`: whether we initiated the handshake.
+  // `PeerUp`, `SessionRenewed`: whether we initiated the handshake.
   bool initiator;
+  // `MemberPathChanged`: whether the member is now relayed by the Nucleus.
+  bool relayed;
+  // A VIP (`ClusterJoined`, `MemberJoined`) or a reason (`ClusterRefused`),
+  // NUL-terminated; empty otherwise.
+  char detail[OMNI_DETAIL_LEN];
 } OmniEvent;
 
 // A peer's counters.
@@ -129,6 +196,36 @@ enum OmniResult omni_tunnel_new_from_wg_quick(const char *config,
                                               struct OmniTunnel **out,
                                               char *err,
                                               size_t err_cap);
+
+// Creates a tunnel that joins a cluster through its Nucleus (see
+// `Tunnel.join_cluster`). Nothing is sent yet: drain
+// `omni_tunnel_poll_transmit`, then drive it like any tunnel (packet
+// buffers need `OMNI_CLUSTER_OVERHEAD`); events tell when it registered and
+// which members joined. On error, a message goes to `err` (truncated to
+// `err_cap`) and `*out` is set to NULL.
+//
+// # Safety
+// `config` is NULL or readable, its strings NUL-terminated (`secret` may be
+// NULL); `out` is writable; `err` is NULL or valid for `err_cap` bytes.
+enum OmniResult omni_tunnel_join_cluster(const struct OmniClusterConfig *config,
+                                         struct OmniTunnel **out,
+                                         char *err,
+                                         size_t err_cap);
+
+// Leaves the cluster: members are removed and a `Leave` is queued for the
+// Nucleus (drain `omni_tunnel_poll_transmit` before closing the socket).
+// `OMNI_RESULT_INVALID_ARGUMENT` for a tunnel not in a cluster.
+//
+// # Safety
+// `t` is a live handle.
+enum OmniResult omni_tunnel_leave_cluster(const struct OmniTunnel *t);
+
+// Where the registration stands, in `*state` (`NOT_IN_CLUSTER` for a tunnel
+// of configured peers).
+//
+// # Safety
+// `t` live; `state` writable.
+enum OmniResult omni_tunnel_cluster_state(const struct OmniTunnel *t, enum OmniClusterState *state);
 
 // Wraps a tunnel created through the uniffi bindings (Swift, Kotlin,
 // Python: `Tunnel.packetHandle()`) in a C handle, so a host configures
@@ -214,7 +311,8 @@ enum OmniResult omni_tunnel_handle_datagram_in_place(const struct OmniTunnel *t,
                                                      struct OmniOutput *result);
 
 // The next datagram to send (`result->kind == NETWORK`), or `NONE`. Call
-// until `NONE` after every other call.
+// until `NONE` after every other call. For a tunnel in a cluster, `out` needs
+// room for relay framing: the largest datagram + 100 bytes (1700 always suffice).
 //
 // # Safety
 // `t` live; `out` valid for `out_cap` bytes; `result` NULL or writable.
@@ -254,7 +352,7 @@ enum OmniResult omni_tunnel_notify_network_changed(const struct OmniTunnel *t, u
 // `t` is a live handle.
 enum OmniResult omni_tunnel_notify_wake(const struct OmniTunnel *t, uint64_t now_ns);
 
-// Number of peers in `*count`.
+// Number of peers in `*count` (configured peers and cluster members; not the Nucleus).
 //
 // # Safety
 // `t` live; `count` writable.

@@ -466,7 +466,11 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_func_key_to_base64() != 56278:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_func_nucleus_key_query() != 11925:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_func_omni_version() != 21516:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() != 29693:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_func_parse_wg_quick() != 31676:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -482,13 +486,19 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_add_peer() != 27303:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_method_tunnel_cluster_status() != 21964:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() != 10215:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() != 49418:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() != 15958:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() != 16774:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_interface_settings() != 42052:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() != 51918:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() != 14308:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -506,7 +516,7 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() != 32479:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 46433:
+    if lib.uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 42117:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_public_key() != 62446:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -516,6 +526,10 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip() != 5656:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() != 59209:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() != 42759:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() != 5271:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_method_tunnel_stats() != 15525:
@@ -523,6 +537,10 @@ def _uniffi_check_api_checksums(lib):
     if lib.uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints() != 51474:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() != 40356:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() != 48821:
+        raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    if lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() != 10988:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_omni_ffi_checksum_constructor_tunnel_new() != 2539:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -706,6 +724,17 @@ _UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick.restype = ctypes.c_void_p
+_UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster.restype = ctypes.c_void_p
+_UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock.restype = ctypes.c_void_p
 _UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_new.argtypes = (
     _UniffiRustBuffer,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -723,6 +752,11 @@ _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_add_peer.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_add_peer.restype = None
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_cluster_status.argtypes = (
+    ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_cluster_status.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_drain_transmits.argtypes = (
     ctypes.c_void_p,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -735,6 +769,12 @@ _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch.argtypes = (
+    ctypes.c_void_p,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_timeout.argtypes = (
     ctypes.c_void_p,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -745,6 +785,11 @@ _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_interface_settings.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_interface_settings.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_leave_cluster.argtypes = (
+    ctypes.c_void_p,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_leave_cluster.restype = None
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis.argtypes = (
     ctypes.c_void_p,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -812,6 +857,18 @@ _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip_batch.argtypes = (
+    ctypes.c_void_p,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip_batch.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints.argtypes = (
+    ctypes.c_void_p,
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints.restype = None
 _UniffiLib.uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint.argtypes = (
     ctypes.c_void_p,
     _UniffiRustBuffer,
@@ -843,10 +900,19 @@ _UniffiLib.uniffi_omni_ffi_fn_func_key_to_base64.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_func_key_to_base64.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_omni_ffi_fn_func_nucleus_key_query.argtypes = (
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_func_nucleus_key_query.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_omni_ffi_fn_func_omni_version.argtypes = (
     ctypes.POINTER(_UniffiRustCallStatus),
 )
 _UniffiLib.uniffi_omni_ffi_fn_func_omni_version.restype = _UniffiRustBuffer
+_UniffiLib.uniffi_omni_ffi_fn_func_parse_nucleus_key_reply.argtypes = (
+    _UniffiRustBuffer,
+    ctypes.POINTER(_UniffiRustCallStatus),
+)
+_UniffiLib.uniffi_omni_ffi_fn_func_parse_nucleus_key_reply.restype = _UniffiRustBuffer
 _UniffiLib.uniffi_omni_ffi_fn_func_parse_wg_quick.argtypes = (
     _UniffiRustBuffer,
     ctypes.POINTER(_UniffiRustCallStatus),
@@ -1145,9 +1211,15 @@ _UniffiLib.uniffi_omni_ffi_checksum_func_key_from_base64.restype = ctypes.c_uint
 _UniffiLib.uniffi_omni_ffi_checksum_func_key_to_base64.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_func_key_to_base64.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_func_nucleus_key_query.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_func_nucleus_key_query.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_func_omni_version.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_func_omni_version.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_func_parse_wg_quick.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_func_parse_wg_quick.restype = ctypes.c_uint16
@@ -1169,18 +1241,27 @@ _UniffiLib.uniffi_omni_ffi_checksum_method_logsink_log.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_add_peer.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_add_peer.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_cluster_status.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_cluster_status.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_drain_transmits.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_drain_transmits.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_handle_timeout.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_handle_timeout.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_interface_settings.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_interface_settings.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_leave_cluster.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_leave_cluster.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis.restype = ctypes.c_uint16
@@ -1220,6 +1301,12 @@ _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints.restype = ct
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_send_ip.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_send_ip.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint.restype = ctypes.c_uint16
@@ -1232,6 +1319,12 @@ _UniffiLib.uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints.restype =
 _UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster.restype = ctypes.c_uint16
+_UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock.argtypes = (
+)
+_UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock.restype = ctypes.c_uint16
 _UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_new.argtypes = (
 )
 _UniffiLib.uniffi_omni_ffi_checksum_constructor_tunnel_new.restype = ctypes.c_uint16
@@ -1409,6 +1502,419 @@ class _UniffiConverterBytes(_UniffiConverterRustBuffer):
 
 
 
+
+
+class ClusterConfig:
+    """
+    How a phone joins a cluster (what `omni-daemon --nucleus ... --cluster ...
+    --secret ... --vip ...` takes on the command line).
+    """
+
+    private_key: "str"
+    """
+    Our private key (base64).
+    """
+
+    nucleus_endpoint: "str"
+    """
+    The Nucleus: `ip:port`, `[ipv6]:port` or `host:port` (a host name is
+    resolved when the tunnel is created: blocking DNS, so call it off the
+    main thread).
+    """
+
+    nucleus_public_key: "str"
+    """
+    The Nucleus's public key (base64): printed by `omni-daemon --mode
+    nucleus` at start. Pin it; `nucleus_key_query` /
+    `parse_nucleus_key_reply` learn it on first contact otherwise (trust on
+    first use).
+    """
+
+    cluster: "str"
+    """
+    The cluster's name (never sent: it and the secret derive the cluster key).
+    """
+
+    secret: "str"
+    """
+    The cluster's secret, shared out of band. Empty: an unauthenticated
+    cluster anyone who knows its name can join. Never logged.
+    """
+
+    vip: "str"
+    """
+    Our virtual IP with the cluster's prefix, e.g. `10.200.0.5/24` (a bare
+    IPv4 address means /24, a bare IPv6 address /64). An IPv6 VIP makes an
+    IPv6 cluster.
+    """
+
+    vip6: "typing.Optional[str]"
+    """
+    A second VIP of the other family (dual stack: `vip` IPv4, this IPv6,
+    e.g. `fd00:200::5/64`; a bare address means /64), like `omni-daemon
+    --vip … --vip6 …`.
+    """
+
+    listen_port: "typing.Optional[int]"
+    """
+    The UDP port the host binds (None: any).
+    """
+
+    local_endpoints: "typing.List[str]"
+    """
+    `ip:port` of our socket on the phone's own networks (at most 4), so
+    members on the same LAN can reach us directly.
+    """
+
+    dns: "typing.List[str]"
+    """
+    DNS servers and search domains for the VPN builder.
+    """
+
+    mtu: "typing.Optional[int]"
+    mesh_keepalive: "typing.Optional[int]"
+    """
+    Persistent keepalive towards members, seconds (None: 25; 0: off).
+    Keeps NAT mappings open and starts handshakes as soon as a member appears.
+    """
+
+    def __init__(self, *, private_key: "str", nucleus_endpoint: "str", nucleus_public_key: "str", cluster: "str", secret: "str", vip: "str", vip6: "typing.Optional[str]" = _DEFAULT, listen_port: "typing.Optional[int]" = _DEFAULT, local_endpoints: "typing.List[str]" = _DEFAULT, dns: "typing.List[str]" = _DEFAULT, mtu: "typing.Optional[int]" = _DEFAULT, mesh_keepalive: "typing.Optional[int]" = _DEFAULT):
+        self.private_key = private_key
+        self.nucleus_endpoint = nucleus_endpoint
+        self.nucleus_public_key = nucleus_public_key
+        self.cluster = cluster
+        self.secret = secret
+        self.vip = vip
+        if vip6 is _DEFAULT:
+            self.vip6 = None
+        else:
+            self.vip6 = vip6
+        if listen_port is _DEFAULT:
+            self.listen_port = None
+        else:
+            self.listen_port = listen_port
+        if local_endpoints is _DEFAULT:
+            self.local_endpoints = []
+        else:
+            self.local_endpoints = local_endpoints
+        if dns is _DEFAULT:
+            self.dns = []
+        else:
+            self.dns = dns
+        if mtu is _DEFAULT:
+            self.mtu = None
+        else:
+            self.mtu = mtu
+        if mesh_keepalive is _DEFAULT:
+            self.mesh_keepalive = None
+        else:
+            self.mesh_keepalive = mesh_keepalive
+
+    def __str__(self):
+        return "ClusterConfig(private_key={}, nucleus_endpoint={}, nucleus_public_key={}, cluster={}, secret={}, vip={}, vip6={}, listen_port={}, local_endpoints={}, dns={}, mtu={}, mesh_keepalive={})".format(self.private_key, self.nucleus_endpoint, self.nucleus_public_key, self.cluster, self.secret, self.vip, self.vip6, self.listen_port, self.local_endpoints, self.dns, self.mtu, self.mesh_keepalive)
+
+    def __eq__(self, other):
+        if self.private_key != other.private_key:
+            return False
+        if self.nucleus_endpoint != other.nucleus_endpoint:
+            return False
+        if self.nucleus_public_key != other.nucleus_public_key:
+            return False
+        if self.cluster != other.cluster:
+            return False
+        if self.secret != other.secret:
+            return False
+        if self.vip != other.vip:
+            return False
+        if self.vip6 != other.vip6:
+            return False
+        if self.listen_port != other.listen_port:
+            return False
+        if self.local_endpoints != other.local_endpoints:
+            return False
+        if self.dns != other.dns:
+            return False
+        if self.mtu != other.mtu:
+            return False
+        if self.mesh_keepalive != other.mesh_keepalive:
+            return False
+        return True
+
+class _UniffiConverterTypeClusterConfig(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return ClusterConfig(
+            private_key=_UniffiConverterString.read(buf),
+            nucleus_endpoint=_UniffiConverterString.read(buf),
+            nucleus_public_key=_UniffiConverterString.read(buf),
+            cluster=_UniffiConverterString.read(buf),
+            secret=_UniffiConverterString.read(buf),
+            vip=_UniffiConverterString.read(buf),
+            vip6=_UniffiConverterOptionalString.read(buf),
+            listen_port=_UniffiConverterOptionalUInt16.read(buf),
+            local_endpoints=_UniffiConverterSequenceString.read(buf),
+            dns=_UniffiConverterSequenceString.read(buf),
+            mtu=_UniffiConverterOptionalUInt16.read(buf),
+            mesh_keepalive=_UniffiConverterOptionalUInt16.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiConverterString.check_lower(value.private_key)
+        _UniffiConverterString.check_lower(value.nucleus_endpoint)
+        _UniffiConverterString.check_lower(value.nucleus_public_key)
+        _UniffiConverterString.check_lower(value.cluster)
+        _UniffiConverterString.check_lower(value.secret)
+        _UniffiConverterString.check_lower(value.vip)
+        _UniffiConverterOptionalString.check_lower(value.vip6)
+        _UniffiConverterOptionalUInt16.check_lower(value.listen_port)
+        _UniffiConverterSequenceString.check_lower(value.local_endpoints)
+        _UniffiConverterSequenceString.check_lower(value.dns)
+        _UniffiConverterOptionalUInt16.check_lower(value.mtu)
+        _UniffiConverterOptionalUInt16.check_lower(value.mesh_keepalive)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiConverterString.write(value.private_key, buf)
+        _UniffiConverterString.write(value.nucleus_endpoint, buf)
+        _UniffiConverterString.write(value.nucleus_public_key, buf)
+        _UniffiConverterString.write(value.cluster, buf)
+        _UniffiConverterString.write(value.secret, buf)
+        _UniffiConverterString.write(value.vip, buf)
+        _UniffiConverterOptionalString.write(value.vip6, buf)
+        _UniffiConverterOptionalUInt16.write(value.listen_port, buf)
+        _UniffiConverterSequenceString.write(value.local_endpoints, buf)
+        _UniffiConverterSequenceString.write(value.dns, buf)
+        _UniffiConverterOptionalUInt16.write(value.mtu, buf)
+        _UniffiConverterOptionalUInt16.write(value.mesh_keepalive, buf)
+
+
+class ClusterMember:
+    """
+    One member of the cluster (`Tunnel.cluster_status`).
+    """
+
+    public_key: "str"
+    vip: "str"
+    vip6: "typing.Optional[str]"
+    """
+    Its IPv6 VIP if it is dual-stack.
+    """
+
+    endpoint: "typing.Optional[str]"
+    """
+    Where we send to it now (the Nucleus's address while relayed).
+    """
+
+    reflexive_endpoint: "typing.Optional[str]"
+    """
+    Its address as the Nucleus sees it.
+    """
+
+    path: "MemberPath"
+    last_handshake_age_nanos: "typing.Optional[int]"
+    rx_bytes: "int"
+    tx_bytes: "int"
+    def __init__(self, *, public_key: "str", vip: "str", vip6: "typing.Optional[str]", endpoint: "typing.Optional[str]", reflexive_endpoint: "typing.Optional[str]", path: "MemberPath", last_handshake_age_nanos: "typing.Optional[int]", rx_bytes: "int", tx_bytes: "int"):
+        self.public_key = public_key
+        self.vip = vip
+        self.vip6 = vip6
+        self.endpoint = endpoint
+        self.reflexive_endpoint = reflexive_endpoint
+        self.path = path
+        self.last_handshake_age_nanos = last_handshake_age_nanos
+        self.rx_bytes = rx_bytes
+        self.tx_bytes = tx_bytes
+
+    def __str__(self):
+        return "ClusterMember(public_key={}, vip={}, vip6={}, endpoint={}, reflexive_endpoint={}, path={}, last_handshake_age_nanos={}, rx_bytes={}, tx_bytes={})".format(self.public_key, self.vip, self.vip6, self.endpoint, self.reflexive_endpoint, self.path, self.last_handshake_age_nanos, self.rx_bytes, self.tx_bytes)
+
+    def __eq__(self, other):
+        if self.public_key != other.public_key:
+            return False
+        if self.vip != other.vip:
+            return False
+        if self.vip6 != other.vip6:
+            return False
+        if self.endpoint != other.endpoint:
+            return False
+        if self.reflexive_endpoint != other.reflexive_endpoint:
+            return False
+        if self.path != other.path:
+            return False
+        if self.last_handshake_age_nanos != other.last_handshake_age_nanos:
+            return False
+        if self.rx_bytes != other.rx_bytes:
+            return False
+        if self.tx_bytes != other.tx_bytes:
+            return False
+        return True
+
+class _UniffiConverterTypeClusterMember(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return ClusterMember(
+            public_key=_UniffiConverterString.read(buf),
+            vip=_UniffiConverterString.read(buf),
+            vip6=_UniffiConverterOptionalString.read(buf),
+            endpoint=_UniffiConverterOptionalString.read(buf),
+            reflexive_endpoint=_UniffiConverterOptionalString.read(buf),
+            path=_UniffiConverterTypeMemberPath.read(buf),
+            last_handshake_age_nanos=_UniffiConverterOptionalUInt64.read(buf),
+            rx_bytes=_UniffiConverterUInt64.read(buf),
+            tx_bytes=_UniffiConverterUInt64.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiConverterString.check_lower(value.public_key)
+        _UniffiConverterString.check_lower(value.vip)
+        _UniffiConverterOptionalString.check_lower(value.vip6)
+        _UniffiConverterOptionalString.check_lower(value.endpoint)
+        _UniffiConverterOptionalString.check_lower(value.reflexive_endpoint)
+        _UniffiConverterTypeMemberPath.check_lower(value.path)
+        _UniffiConverterOptionalUInt64.check_lower(value.last_handshake_age_nanos)
+        _UniffiConverterUInt64.check_lower(value.rx_bytes)
+        _UniffiConverterUInt64.check_lower(value.tx_bytes)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiConverterString.write(value.public_key, buf)
+        _UniffiConverterString.write(value.vip, buf)
+        _UniffiConverterOptionalString.write(value.vip6, buf)
+        _UniffiConverterOptionalString.write(value.endpoint, buf)
+        _UniffiConverterOptionalString.write(value.reflexive_endpoint, buf)
+        _UniffiConverterTypeMemberPath.write(value.path, buf)
+        _UniffiConverterOptionalUInt64.write(value.last_handshake_age_nanos, buf)
+        _UniffiConverterUInt64.write(value.rx_bytes, buf)
+        _UniffiConverterUInt64.write(value.tx_bytes, buf)
+
+
+class ClusterStatus:
+    """
+    The cluster side of a tunnel created by `Tunnel.join_cluster`.
+    """
+
+    state: "ClusterState"
+    vip: "str"
+    """
+    Our VIP with the cluster's prefix.
+    """
+
+    vip6: "typing.Optional[str]"
+    """
+    Our IPv6 VIP with its prefix (dual stack).
+    """
+
+    nucleus_endpoint: "str"
+    reflexive_endpoint: "typing.Optional[str]"
+    """
+    Our address as the Nucleus last saw it (our NAT mapping).
+    """
+
+    members: "typing.List[ClusterMember]"
+    list_version: "int"
+    """
+    The peer-list version applied last (0: none yet).
+    """
+
+    signaling_sent: "int"
+    """
+    Signaling messages sent to and received from the Nucleus.
+    """
+
+    signaling_received: "int"
+    relayed_out: "int"
+    """
+    Datagrams relayed through the Nucleus, out and in.
+    """
+
+    relayed_in: "int"
+    def __init__(self, *, state: "ClusterState", vip: "str", vip6: "typing.Optional[str]", nucleus_endpoint: "str", reflexive_endpoint: "typing.Optional[str]", members: "typing.List[ClusterMember]", list_version: "int", signaling_sent: "int", signaling_received: "int", relayed_out: "int", relayed_in: "int"):
+        self.state = state
+        self.vip = vip
+        self.vip6 = vip6
+        self.nucleus_endpoint = nucleus_endpoint
+        self.reflexive_endpoint = reflexive_endpoint
+        self.members = members
+        self.list_version = list_version
+        self.signaling_sent = signaling_sent
+        self.signaling_received = signaling_received
+        self.relayed_out = relayed_out
+        self.relayed_in = relayed_in
+
+    def __str__(self):
+        return "ClusterStatus(state={}, vip={}, vip6={}, nucleus_endpoint={}, reflexive_endpoint={}, members={}, list_version={}, signaling_sent={}, signaling_received={}, relayed_out={}, relayed_in={})".format(self.state, self.vip, self.vip6, self.nucleus_endpoint, self.reflexive_endpoint, self.members, self.list_version, self.signaling_sent, self.signaling_received, self.relayed_out, self.relayed_in)
+
+    def __eq__(self, other):
+        if self.state != other.state:
+            return False
+        if self.vip != other.vip:
+            return False
+        if self.vip6 != other.vip6:
+            return False
+        if self.nucleus_endpoint != other.nucleus_endpoint:
+            return False
+        if self.reflexive_endpoint != other.reflexive_endpoint:
+            return False
+        if self.members != other.members:
+            return False
+        if self.list_version != other.list_version:
+            return False
+        if self.signaling_sent != other.signaling_sent:
+            return False
+        if self.signaling_received != other.signaling_received:
+            return False
+        if self.relayed_out != other.relayed_out:
+            return False
+        if self.relayed_in != other.relayed_in:
+            return False
+        return True
+
+class _UniffiConverterTypeClusterStatus(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        return ClusterStatus(
+            state=_UniffiConverterTypeClusterState.read(buf),
+            vip=_UniffiConverterString.read(buf),
+            vip6=_UniffiConverterOptionalString.read(buf),
+            nucleus_endpoint=_UniffiConverterString.read(buf),
+            reflexive_endpoint=_UniffiConverterOptionalString.read(buf),
+            members=_UniffiConverterSequenceTypeClusterMember.read(buf),
+            list_version=_UniffiConverterUInt32.read(buf),
+            signaling_sent=_UniffiConverterUInt64.read(buf),
+            signaling_received=_UniffiConverterUInt64.read(buf),
+            relayed_out=_UniffiConverterUInt64.read(buf),
+            relayed_in=_UniffiConverterUInt64.read(buf),
+        )
+
+    @staticmethod
+    def check_lower(value):
+        _UniffiConverterTypeClusterState.check_lower(value.state)
+        _UniffiConverterString.check_lower(value.vip)
+        _UniffiConverterOptionalString.check_lower(value.vip6)
+        _UniffiConverterString.check_lower(value.nucleus_endpoint)
+        _UniffiConverterOptionalString.check_lower(value.reflexive_endpoint)
+        _UniffiConverterSequenceTypeClusterMember.check_lower(value.members)
+        _UniffiConverterUInt32.check_lower(value.list_version)
+        _UniffiConverterUInt64.check_lower(value.signaling_sent)
+        _UniffiConverterUInt64.check_lower(value.signaling_received)
+        _UniffiConverterUInt64.check_lower(value.relayed_out)
+        _UniffiConverterUInt64.check_lower(value.relayed_in)
+
+    @staticmethod
+    def write(value, buf):
+        _UniffiConverterTypeClusterState.write(value.state, buf)
+        _UniffiConverterString.write(value.vip, buf)
+        _UniffiConverterOptionalString.write(value.vip6, buf)
+        _UniffiConverterString.write(value.nucleus_endpoint, buf)
+        _UniffiConverterOptionalString.write(value.reflexive_endpoint, buf)
+        _UniffiConverterSequenceTypeClusterMember.write(value.members, buf)
+        _UniffiConverterUInt32.write(value.list_version, buf)
+        _UniffiConverterUInt64.write(value.signaling_sent, buf)
+        _UniffiConverterUInt64.write(value.signaling_received, buf)
+        _UniffiConverterUInt64.write(value.relayed_out, buf)
+        _UniffiConverterUInt64.write(value.relayed_in, buf)
 
 
 class Datagram:
@@ -1845,15 +2351,21 @@ class TunnelStats:
     Events lost because the host did not poll them.
     """
 
-    def __init__(self, *, peers: "typing.List[PeerStatus]", rx_bytes: "int", tx_bytes: "int", datagrams_rejected: "int", events_dropped: "int"):
+    packets_dropped: "int"
+    """
+    Packets `send_ip_batch` could not send (no route, not IP, …).
+    """
+
+    def __init__(self, *, peers: "typing.List[PeerStatus]", rx_bytes: "int", tx_bytes: "int", datagrams_rejected: "int", events_dropped: "int", packets_dropped: "int"):
         self.peers = peers
         self.rx_bytes = rx_bytes
         self.tx_bytes = tx_bytes
         self.datagrams_rejected = datagrams_rejected
         self.events_dropped = events_dropped
+        self.packets_dropped = packets_dropped
 
     def __str__(self):
-        return "TunnelStats(peers={}, rx_bytes={}, tx_bytes={}, datagrams_rejected={}, events_dropped={})".format(self.peers, self.rx_bytes, self.tx_bytes, self.datagrams_rejected, self.events_dropped)
+        return "TunnelStats(peers={}, rx_bytes={}, tx_bytes={}, datagrams_rejected={}, events_dropped={}, packets_dropped={})".format(self.peers, self.rx_bytes, self.tx_bytes, self.datagrams_rejected, self.events_dropped, self.packets_dropped)
 
     def __eq__(self, other):
         if self.peers != other.peers:
@@ -1866,6 +2378,8 @@ class TunnelStats:
             return False
         if self.events_dropped != other.events_dropped:
             return False
+        if self.packets_dropped != other.packets_dropped:
+            return False
         return True
 
 class _UniffiConverterTypeTunnelStats(_UniffiConverterRustBuffer):
@@ -1877,6 +2391,7 @@ class _UniffiConverterTypeTunnelStats(_UniffiConverterRustBuffer):
             tx_bytes=_UniffiConverterUInt64.read(buf),
             datagrams_rejected=_UniffiConverterUInt64.read(buf),
             events_dropped=_UniffiConverterUInt64.read(buf),
+            packets_dropped=_UniffiConverterUInt64.read(buf),
         )
 
     @staticmethod
@@ -1886,6 +2401,7 @@ class _UniffiConverterTypeTunnelStats(_UniffiConverterRustBuffer):
         _UniffiConverterUInt64.check_lower(value.tx_bytes)
         _UniffiConverterUInt64.check_lower(value.datagrams_rejected)
         _UniffiConverterUInt64.check_lower(value.events_dropped)
+        _UniffiConverterUInt64.check_lower(value.packets_dropped)
 
     @staticmethod
     def write(value, buf):
@@ -1894,6 +2410,81 @@ class _UniffiConverterTypeTunnelStats(_UniffiConverterRustBuffer):
         _UniffiConverterUInt64.write(value.tx_bytes, buf)
         _UniffiConverterUInt64.write(value.datagrams_rejected, buf)
         _UniffiConverterUInt64.write(value.events_dropped, buf)
+        _UniffiConverterUInt64.write(value.packets_dropped, buf)
+
+
+
+
+
+class ClusterState(enum.Enum):
+    """
+    Where the registration stands.
+    """
+
+    CONNECTING = 0
+    """
+    Asking the Nucleus for a challenge (its handshake may still be running).
+    """
+
+    
+    REGISTERING = 1
+    """
+    `Register` sent, waiting for the answer (or retrying after a refusal).
+    """
+
+    
+    REGISTERED = 2
+    """
+    A member: heartbeats flow, members become peers.
+    """
+
+    
+    LEFT = 3
+    """
+    `leave_cluster` was called.
+    """
+
+    
+
+
+class _UniffiConverterTypeClusterState(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return ClusterState.CONNECTING
+        if variant == 2:
+            return ClusterState.REGISTERING
+        if variant == 3:
+            return ClusterState.REGISTERED
+        if variant == 4:
+            return ClusterState.LEFT
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == ClusterState.CONNECTING:
+            return
+        if value == ClusterState.REGISTERING:
+            return
+        if value == ClusterState.REGISTERED:
+            return
+        if value == ClusterState.LEFT:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == ClusterState.CONNECTING:
+            buf.write_i32(1)
+        if value == ClusterState.REGISTERING:
+            buf.write_i32(2)
+        if value == ClusterState.REGISTERED:
+            buf.write_i32(3)
+        if value == ClusterState.LEFT:
+            buf.write_i32(4)
+
+
 
 
 
@@ -2138,6 +2729,80 @@ class _UniffiConverterTypeLogLevel(_UniffiConverterRustBuffer):
 
 
 
+
+
+
+class MemberPath(enum.Enum):
+    """
+    How a member is reached.
+    """
+
+    CONNECTING = 0
+    """
+    Added; no handshake completed yet (hole punching).
+    """
+
+    
+    DIRECT = 1
+    """
+    A handshake completed over a direct path.
+    """
+
+    
+    RELAY_REQUESTED = 2
+    """
+    Direct attempts failed; the Nucleus was asked to relay.
+    """
+
+    
+    RELAYED = 3
+    """
+    Through the Nucleus's relay (still end-to-end encrypted).
+    """
+
+    
+
+
+class _UniffiConverterTypeMemberPath(_UniffiConverterRustBuffer):
+    @staticmethod
+    def read(buf):
+        variant = buf.read_i32()
+        if variant == 1:
+            return MemberPath.CONNECTING
+        if variant == 2:
+            return MemberPath.DIRECT
+        if variant == 3:
+            return MemberPath.RELAY_REQUESTED
+        if variant == 4:
+            return MemberPath.RELAYED
+        raise InternalError("Raw enum value doesn't match any cases")
+
+    @staticmethod
+    def check_lower(value):
+        if value == MemberPath.CONNECTING:
+            return
+        if value == MemberPath.DIRECT:
+            return
+        if value == MemberPath.RELAY_REQUESTED:
+            return
+        if value == MemberPath.RELAYED:
+            return
+        raise ValueError(value)
+
+    @staticmethod
+    def write(value, buf):
+        if value == MemberPath.CONNECTING:
+            buf.write_i32(1)
+        if value == MemberPath.DIRECT:
+            buf.write_i32(2)
+        if value == MemberPath.RELAY_REQUESTED:
+            buf.write_i32(3)
+        if value == MemberPath.RELAYED:
+            buf.write_i32(4)
+
+
+
+
 # TunnelError
 # We want to define each variant as a nested class that's also a subclass,
 # which is tricky in Python.  To accomplish this we're going to create each
@@ -2323,6 +2988,17 @@ class TunnelError:  # type: ignore
         def __repr__(self):
             return "TunnelError.BufferTooSmall({})".format(str(self))
     _UniffiTempTunnelError.BufferTooSmall = BufferTooSmall # type: ignore
+    class NotInCluster(_UniffiTempTunnelError):
+        """
+        A cluster operation on a tunnel that did not join a cluster.
+        """
+
+        def __init__(self):
+            pass
+
+        def __repr__(self):
+            return "TunnelError.NotInCluster({})".format(str(self))
+    _UniffiTempTunnelError.NotInCluster = NotInCluster # type: ignore
     class Internal(_UniffiTempTunnelError):
         """
         A bug in omni-ffi (never expected; reported instead of crashing).
@@ -2393,6 +3069,9 @@ class _UniffiConverterTypeTunnelError(_UniffiConverterRustBuffer):
                 _UniffiConverterUInt64.read(buf),
             )
         if variant == 13:
+            return TunnelError.NotInCluster(
+            )
+        if variant == 14:
             return TunnelError.Internal(
                 _UniffiConverterString.read(buf),
             )
@@ -2434,6 +3113,8 @@ class _UniffiConverterTypeTunnelError(_UniffiConverterRustBuffer):
         if isinstance(value, TunnelError.BufferTooSmall):
             _UniffiConverterUInt64.check_lower(value.needed)
             return
+        if isinstance(value, TunnelError.NotInCluster):
+            return
         if isinstance(value, TunnelError.Internal):
             _UniffiConverterString.check_lower(value.detail)
             return
@@ -2474,8 +3155,10 @@ class _UniffiConverterTypeTunnelError(_UniffiConverterRustBuffer):
         if isinstance(value, TunnelError.BufferTooSmall):
             buf.write_i32(12)
             _UniffiConverterUInt64.write(value.needed, buf)
-        if isinstance(value, TunnelError.Internal):
+        if isinstance(value, TunnelError.NotInCluster):
             buf.write_i32(13)
+        if isinstance(value, TunnelError.Internal):
+            buf.write_i32(14)
             _UniffiConverterString.write(value.detail, buf)
 
 
@@ -2508,6 +3191,32 @@ class TunnelEvent:
 
         def __eq__(self, other):
             if not other.is_PEER_UP():
+                return False
+            if self.public_key != other.public_key:
+                return False
+            if self.initiator != other.initiator:
+                return False
+            return True
+    
+    class SESSION_RENEWED:
+        """
+        A later handshake completed while the peer was up: a rekey (every 2
+        minutes of traffic) or a rehandshake after wake or a network change.
+        With `PeerUp` it tells a first handshake from a renewal.
+        """
+
+        public_key: "str"
+        initiator: "bool"
+
+        def __init__(self,public_key: "str", initiator: "bool"):
+            self.public_key = public_key
+            self.initiator = initiator
+
+        def __str__(self):
+            return "TunnelEvent.SESSION_RENEWED(public_key={}, initiator={})".format(self.public_key, self.initiator)
+
+        def __eq__(self, other):
+            if not other.is_SESSION_RENEWED():
                 return False
             if self.public_key != other.public_key:
                 return False
@@ -2579,6 +3288,199 @@ class TunnelEvent:
                 return False
             return True
     
+    class ENDPOINT_NEEDED:
+        """
+        A packet is queued for a peer that has no endpoint: no handshake can
+        start until the host sets one (`set_peer_endpoint`, `resolve_endpoints`)
+        or the peer contacts us. Once per peer until it has an endpoint.
+        """
+
+        public_key: "str"
+
+        def __init__(self,public_key: "str"):
+            self.public_key = public_key
+
+        def __str__(self):
+            return "TunnelEvent.ENDPOINT_NEEDED(public_key={})".format(self.public_key)
+
+        def __eq__(self, other):
+            if not other.is_ENDPOINT_NEEDED():
+                return False
+            if self.public_key != other.public_key:
+                return False
+            return True
+    
+    class CLUSTER_JOINED:
+        """
+        Registered with the Nucleus (again, after `NucleusLost`). `vip` is ours;
+        `reflexive_endpoint` our address as the Nucleus sees it.
+        """
+
+        vip: "str"
+        reflexive_endpoint: "typing.Optional[str]"
+
+        def __init__(self,vip: "str", reflexive_endpoint: "typing.Optional[str]"):
+            self.vip = vip
+            self.reflexive_endpoint = reflexive_endpoint
+
+        def __str__(self):
+            return "TunnelEvent.CLUSTER_JOINED(vip={}, reflexive_endpoint={})".format(self.vip, self.reflexive_endpoint)
+
+        def __eq__(self, other):
+            if not other.is_CLUSTER_JOINED():
+                return False
+            if self.vip != other.vip:
+                return False
+            if self.reflexive_endpoint != other.reflexive_endpoint:
+                return False
+            return True
+    
+    class CLUSTER_REFUSED:
+        """
+        The Nucleus refused a request; registration retries with backoff.
+        `reason`: `vip-in-use`, `unauthorized`, `capacity`, `rate-limited`, …
+        """
+
+        reason: "str"
+
+        def __init__(self,reason: "str"):
+            self.reason = reason
+
+        def __str__(self):
+            return "TunnelEvent.CLUSTER_REFUSED(reason={})".format(self.reason)
+
+        def __eq__(self, other):
+            if not other.is_CLUSTER_REFUSED():
+                return False
+            if self.reason != other.reason:
+                return False
+            return True
+    
+    class NUCLEUS_LOST:
+        """
+        The Nucleus stopped answering (or forgot us): registering again.
+        Members stay peers meanwhile.
+        """
+
+
+        def __init__(self,):
+            pass
+
+        def __str__(self):
+            return "TunnelEvent.NUCLEUS_LOST()".format()
+
+        def __eq__(self, other):
+            if not other.is_NUCLEUS_LOST():
+                return False
+            return True
+    
+    class MEMBER_JOINED:
+        """
+        A member of the cluster became a peer (its VIP routes to it).
+        """
+
+        public_key: "str"
+        vip: "str"
+
+        def __init__(self,public_key: "str", vip: "str"):
+            self.public_key = public_key
+            self.vip = vip
+
+        def __str__(self):
+            return "TunnelEvent.MEMBER_JOINED(public_key={}, vip={})".format(self.public_key, self.vip)
+
+        def __eq__(self, other):
+            if not other.is_MEMBER_JOINED():
+                return False
+            if self.public_key != other.public_key:
+                return False
+            if self.vip != other.vip:
+                return False
+            return True
+    
+    class MEMBER_LEFT:
+        """
+        A member left or expired; its peer and route are gone.
+        """
+
+        public_key: "str"
+
+        def __init__(self,public_key: "str"):
+            self.public_key = public_key
+
+        def __str__(self):
+            return "TunnelEvent.MEMBER_LEFT(public_key={})".format(self.public_key)
+
+        def __eq__(self, other):
+            if not other.is_MEMBER_LEFT():
+                return False
+            if self.public_key != other.public_key:
+                return False
+            return True
+    
+    class MEMBER_SKIPPED:
+        """
+        A member could not become a peer (the peer table is full, or the key
+        is configured as a peer already).
+        """
+
+        public_key: "str"
+
+        def __init__(self,public_key: "str"):
+            self.public_key = public_key
+
+        def __str__(self):
+            return "TunnelEvent.MEMBER_SKIPPED(public_key={})".format(self.public_key)
+
+        def __eq__(self, other):
+            if not other.is_MEMBER_SKIPPED():
+                return False
+            if self.public_key != other.public_key:
+                return False
+            return True
+    
+    class MEMBER_PATH_CHANGED:
+        """
+        A member is now reached through the Nucleus's relay (`relayed`), or
+        directly (again).
+        """
+
+        public_key: "str"
+        relayed: "bool"
+
+        def __init__(self,public_key: "str", relayed: "bool"):
+            self.public_key = public_key
+            self.relayed = relayed
+
+        def __str__(self):
+            return "TunnelEvent.MEMBER_PATH_CHANGED(public_key={}, relayed={})".format(self.public_key, self.relayed)
+
+        def __eq__(self, other):
+            if not other.is_MEMBER_PATH_CHANGED():
+                return False
+            if self.public_key != other.public_key:
+                return False
+            if self.relayed != other.relayed:
+                return False
+            return True
+    
+    class CLUSTER_LEFT:
+        """
+        `leave_cluster` completed (drain `poll_transmit` to tell the Nucleus).
+        """
+
+
+        def __init__(self,):
+            pass
+
+        def __str__(self):
+            return "TunnelEvent.CLUSTER_LEFT()".format()
+
+        def __eq__(self, other):
+            if not other.is_CLUSTER_LEFT():
+                return False
+            return True
+    
     
 
     # For each variant, we have `is_NAME` and `is_name` methods for easily checking
@@ -2587,6 +3489,10 @@ class TunnelEvent:
         return isinstance(self, TunnelEvent.PEER_UP)
     def is_peer_up(self) -> bool:
         return isinstance(self, TunnelEvent.PEER_UP)
+    def is_SESSION_RENEWED(self) -> bool:
+        return isinstance(self, TunnelEvent.SESSION_RENEWED)
+    def is_session_renewed(self) -> bool:
+        return isinstance(self, TunnelEvent.SESSION_RENEWED)
     def is_PEER_DOWN(self) -> bool:
         return isinstance(self, TunnelEvent.PEER_DOWN)
     def is_peer_down(self) -> bool:
@@ -2599,15 +3505,61 @@ class TunnelEvent:
         return isinstance(self, TunnelEvent.HANDSHAKE_FAILED)
     def is_handshake_failed(self) -> bool:
         return isinstance(self, TunnelEvent.HANDSHAKE_FAILED)
+    def is_ENDPOINT_NEEDED(self) -> bool:
+        return isinstance(self, TunnelEvent.ENDPOINT_NEEDED)
+    def is_endpoint_needed(self) -> bool:
+        return isinstance(self, TunnelEvent.ENDPOINT_NEEDED)
+    def is_CLUSTER_JOINED(self) -> bool:
+        return isinstance(self, TunnelEvent.CLUSTER_JOINED)
+    def is_cluster_joined(self) -> bool:
+        return isinstance(self, TunnelEvent.CLUSTER_JOINED)
+    def is_CLUSTER_REFUSED(self) -> bool:
+        return isinstance(self, TunnelEvent.CLUSTER_REFUSED)
+    def is_cluster_refused(self) -> bool:
+        return isinstance(self, TunnelEvent.CLUSTER_REFUSED)
+    def is_NUCLEUS_LOST(self) -> bool:
+        return isinstance(self, TunnelEvent.NUCLEUS_LOST)
+    def is_nucleus_lost(self) -> bool:
+        return isinstance(self, TunnelEvent.NUCLEUS_LOST)
+    def is_MEMBER_JOINED(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_JOINED)
+    def is_member_joined(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_JOINED)
+    def is_MEMBER_LEFT(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_LEFT)
+    def is_member_left(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_LEFT)
+    def is_MEMBER_SKIPPED(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_SKIPPED)
+    def is_member_skipped(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_SKIPPED)
+    def is_MEMBER_PATH_CHANGED(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_PATH_CHANGED)
+    def is_member_path_changed(self) -> bool:
+        return isinstance(self, TunnelEvent.MEMBER_PATH_CHANGED)
+    def is_CLUSTER_LEFT(self) -> bool:
+        return isinstance(self, TunnelEvent.CLUSTER_LEFT)
+    def is_cluster_left(self) -> bool:
+        return isinstance(self, TunnelEvent.CLUSTER_LEFT)
     
 
 # Now, a little trick - we make each nested variant class be a subclass of the main
 # enum class, so that method calls and instance checks etc will work intuitively.
 # We might be able to do this a little more neatly with a metaclass, but this'll do.
 TunnelEvent.PEER_UP = type("TunnelEvent.PEER_UP", (TunnelEvent.PEER_UP, TunnelEvent,), {})  # type: ignore
+TunnelEvent.SESSION_RENEWED = type("TunnelEvent.SESSION_RENEWED", (TunnelEvent.SESSION_RENEWED, TunnelEvent,), {})  # type: ignore
 TunnelEvent.PEER_DOWN = type("TunnelEvent.PEER_DOWN", (TunnelEvent.PEER_DOWN, TunnelEvent,), {})  # type: ignore
 TunnelEvent.ENDPOINT_CHANGED = type("TunnelEvent.ENDPOINT_CHANGED", (TunnelEvent.ENDPOINT_CHANGED, TunnelEvent,), {})  # type: ignore
 TunnelEvent.HANDSHAKE_FAILED = type("TunnelEvent.HANDSHAKE_FAILED", (TunnelEvent.HANDSHAKE_FAILED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.ENDPOINT_NEEDED = type("TunnelEvent.ENDPOINT_NEEDED", (TunnelEvent.ENDPOINT_NEEDED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.CLUSTER_JOINED = type("TunnelEvent.CLUSTER_JOINED", (TunnelEvent.CLUSTER_JOINED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.CLUSTER_REFUSED = type("TunnelEvent.CLUSTER_REFUSED", (TunnelEvent.CLUSTER_REFUSED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.NUCLEUS_LOST = type("TunnelEvent.NUCLEUS_LOST", (TunnelEvent.NUCLEUS_LOST, TunnelEvent,), {})  # type: ignore
+TunnelEvent.MEMBER_JOINED = type("TunnelEvent.MEMBER_JOINED", (TunnelEvent.MEMBER_JOINED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.MEMBER_LEFT = type("TunnelEvent.MEMBER_LEFT", (TunnelEvent.MEMBER_LEFT, TunnelEvent,), {})  # type: ignore
+TunnelEvent.MEMBER_SKIPPED = type("TunnelEvent.MEMBER_SKIPPED", (TunnelEvent.MEMBER_SKIPPED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.MEMBER_PATH_CHANGED = type("TunnelEvent.MEMBER_PATH_CHANGED", (TunnelEvent.MEMBER_PATH_CHANGED, TunnelEvent,), {})  # type: ignore
+TunnelEvent.CLUSTER_LEFT = type("TunnelEvent.CLUSTER_LEFT", (TunnelEvent.CLUSTER_LEFT, TunnelEvent,), {})  # type: ignore
 
 
 
@@ -2622,23 +3574,69 @@ class _UniffiConverterTypeTunnelEvent(_UniffiConverterRustBuffer):
                 _UniffiConverterBool.read(buf),
             )
         if variant == 2:
+            return TunnelEvent.SESSION_RENEWED(
+                _UniffiConverterString.read(buf),
+                _UniffiConverterBool.read(buf),
+            )
+        if variant == 3:
             return TunnelEvent.PEER_DOWN(
                 _UniffiConverterString.read(buf),
             )
-        if variant == 3:
+        if variant == 4:
             return TunnelEvent.ENDPOINT_CHANGED(
                 _UniffiConverterString.read(buf),
                 _UniffiConverterString.read(buf),
             )
-        if variant == 4:
+        if variant == 5:
             return TunnelEvent.HANDSHAKE_FAILED(
                 _UniffiConverterString.read(buf),
+            )
+        if variant == 6:
+            return TunnelEvent.ENDPOINT_NEEDED(
+                _UniffiConverterString.read(buf),
+            )
+        if variant == 7:
+            return TunnelEvent.CLUSTER_JOINED(
+                _UniffiConverterString.read(buf),
+                _UniffiConverterOptionalString.read(buf),
+            )
+        if variant == 8:
+            return TunnelEvent.CLUSTER_REFUSED(
+                _UniffiConverterString.read(buf),
+            )
+        if variant == 9:
+            return TunnelEvent.NUCLEUS_LOST(
+            )
+        if variant == 10:
+            return TunnelEvent.MEMBER_JOINED(
+                _UniffiConverterString.read(buf),
+                _UniffiConverterString.read(buf),
+            )
+        if variant == 11:
+            return TunnelEvent.MEMBER_LEFT(
+                _UniffiConverterString.read(buf),
+            )
+        if variant == 12:
+            return TunnelEvent.MEMBER_SKIPPED(
+                _UniffiConverterString.read(buf),
+            )
+        if variant == 13:
+            return TunnelEvent.MEMBER_PATH_CHANGED(
+                _UniffiConverterString.read(buf),
+                _UniffiConverterBool.read(buf),
+            )
+        if variant == 14:
+            return TunnelEvent.CLUSTER_LEFT(
             )
         raise InternalError("Raw enum value doesn't match any cases")
 
     @staticmethod
     def check_lower(value):
         if value.is_PEER_UP():
+            _UniffiConverterString.check_lower(value.public_key)
+            _UniffiConverterBool.check_lower(value.initiator)
+            return
+        if value.is_SESSION_RENEWED():
             _UniffiConverterString.check_lower(value.public_key)
             _UniffiConverterBool.check_lower(value.initiator)
             return
@@ -2652,6 +3650,34 @@ class _UniffiConverterTypeTunnelEvent(_UniffiConverterRustBuffer):
         if value.is_HANDSHAKE_FAILED():
             _UniffiConverterString.check_lower(value.public_key)
             return
+        if value.is_ENDPOINT_NEEDED():
+            _UniffiConverterString.check_lower(value.public_key)
+            return
+        if value.is_CLUSTER_JOINED():
+            _UniffiConverterString.check_lower(value.vip)
+            _UniffiConverterOptionalString.check_lower(value.reflexive_endpoint)
+            return
+        if value.is_CLUSTER_REFUSED():
+            _UniffiConverterString.check_lower(value.reason)
+            return
+        if value.is_NUCLEUS_LOST():
+            return
+        if value.is_MEMBER_JOINED():
+            _UniffiConverterString.check_lower(value.public_key)
+            _UniffiConverterString.check_lower(value.vip)
+            return
+        if value.is_MEMBER_LEFT():
+            _UniffiConverterString.check_lower(value.public_key)
+            return
+        if value.is_MEMBER_SKIPPED():
+            _UniffiConverterString.check_lower(value.public_key)
+            return
+        if value.is_MEMBER_PATH_CHANGED():
+            _UniffiConverterString.check_lower(value.public_key)
+            _UniffiConverterBool.check_lower(value.relayed)
+            return
+        if value.is_CLUSTER_LEFT():
+            return
         raise ValueError(value)
 
     @staticmethod
@@ -2660,16 +3686,48 @@ class _UniffiConverterTypeTunnelEvent(_UniffiConverterRustBuffer):
             buf.write_i32(1)
             _UniffiConverterString.write(value.public_key, buf)
             _UniffiConverterBool.write(value.initiator, buf)
-        if value.is_PEER_DOWN():
+        if value.is_SESSION_RENEWED():
             buf.write_i32(2)
             _UniffiConverterString.write(value.public_key, buf)
-        if value.is_ENDPOINT_CHANGED():
+            _UniffiConverterBool.write(value.initiator, buf)
+        if value.is_PEER_DOWN():
             buf.write_i32(3)
+            _UniffiConverterString.write(value.public_key, buf)
+        if value.is_ENDPOINT_CHANGED():
+            buf.write_i32(4)
             _UniffiConverterString.write(value.public_key, buf)
             _UniffiConverterString.write(value.endpoint, buf)
         if value.is_HANDSHAKE_FAILED():
-            buf.write_i32(4)
+            buf.write_i32(5)
             _UniffiConverterString.write(value.public_key, buf)
+        if value.is_ENDPOINT_NEEDED():
+            buf.write_i32(6)
+            _UniffiConverterString.write(value.public_key, buf)
+        if value.is_CLUSTER_JOINED():
+            buf.write_i32(7)
+            _UniffiConverterString.write(value.vip, buf)
+            _UniffiConverterOptionalString.write(value.reflexive_endpoint, buf)
+        if value.is_CLUSTER_REFUSED():
+            buf.write_i32(8)
+            _UniffiConverterString.write(value.reason, buf)
+        if value.is_NUCLEUS_LOST():
+            buf.write_i32(9)
+        if value.is_MEMBER_JOINED():
+            buf.write_i32(10)
+            _UniffiConverterString.write(value.public_key, buf)
+            _UniffiConverterString.write(value.vip, buf)
+        if value.is_MEMBER_LEFT():
+            buf.write_i32(11)
+            _UniffiConverterString.write(value.public_key, buf)
+        if value.is_MEMBER_SKIPPED():
+            buf.write_i32(12)
+            _UniffiConverterString.write(value.public_key, buf)
+        if value.is_MEMBER_PATH_CHANGED():
+            buf.write_i32(13)
+            _UniffiConverterString.write(value.public_key, buf)
+            _UniffiConverterBool.write(value.relayed, buf)
+        if value.is_CLUSTER_LEFT():
+            buf.write_i32(14)
 
 
 
@@ -2783,6 +3841,33 @@ class _UniffiConverterOptionalTypeLogSink(_UniffiConverterRustBuffer):
 
 
 
+class _UniffiConverterOptionalTypeClusterStatus(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        if value is not None:
+            _UniffiConverterTypeClusterStatus.check_lower(value)
+
+    @classmethod
+    def write(cls, value, buf):
+        if value is None:
+            buf.write_u8(0)
+            return
+
+        buf.write_u8(1)
+        _UniffiConverterTypeClusterStatus.write(value, buf)
+
+    @classmethod
+    def read(cls, buf):
+        flag = buf.read_u8()
+        if flag == 0:
+            return None
+        elif flag == 1:
+            return _UniffiConverterTypeClusterStatus.read(buf)
+        else:
+            raise InternalError("Unexpected flag byte for optional type")
+
+
+
 class _UniffiConverterOptionalTypeDatagram(_UniffiConverterRustBuffer):
     @classmethod
     def check_lower(cls, value):
@@ -2858,6 +3943,56 @@ class _UniffiConverterSequenceString(_UniffiConverterRustBuffer):
 
         return [
             _UniffiConverterString.read(buf) for i in range(count)
+        ]
+
+
+
+class _UniffiConverterSequenceBytes(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiConverterBytes.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiConverterBytes.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiConverterBytes.read(buf) for i in range(count)
+        ]
+
+
+
+class _UniffiConverterSequenceTypeClusterMember(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiConverterTypeClusterMember.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiConverterTypeClusterMember.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiConverterTypeClusterMember.read(buf) for i in range(count)
         ]
 
 
@@ -2958,6 +4093,31 @@ class _UniffiConverterSequenceTypePeerStatus(_UniffiConverterRustBuffer):
 
         return [
             _UniffiConverterTypePeerStatus.read(buf) for i in range(count)
+        ]
+
+
+
+class _UniffiConverterSequenceTypeDatagramOutcome(_UniffiConverterRustBuffer):
+    @classmethod
+    def check_lower(cls, value):
+        for item in value:
+            _UniffiConverterTypeDatagramOutcome.check_lower(item)
+
+    @classmethod
+    def write(cls, value, buf):
+        items = len(value)
+        buf.write_i32(items)
+        for item in value:
+            _UniffiConverterTypeDatagramOutcome.write(item, buf)
+
+    @classmethod
+    def read(cls, buf):
+        count = buf.read_i32()
+        if count < 0:
+            raise InternalError("Unexpected negative sequence length")
+
+        return [
+            _UniffiConverterTypeDatagramOutcome.read(buf) for i in range(count)
         ]
 
 # objects.
@@ -3254,6 +4414,14 @@ class TunnelProtocol(typing.Protocol):
         """
 
         raise NotImplementedError
+    def cluster_status(self, ):
+        """
+        The cluster side of a tunnel created by `join_cluster` (None for a
+        tunnel of configured peers): registration, our VIP and NAT mapping,
+        and every member with its path.
+        """
+
+        raise NotImplementedError
     def drain_transmits(self, ):
         """
         Every datagram `poll_transmit` would give, at once.
@@ -3267,6 +4435,13 @@ class TunnelProtocol(typing.Protocol):
         """
 
         raise NotImplementedError
+    def handle_datagram_batch(self, datagrams: "typing.List[Datagram]"):
+        """
+        Handles several received datagrams at once: `endpoint` of each is
+        where it came from. One outcome per datagram, in order.
+        """
+
+        raise NotImplementedError
     def handle_timeout(self, ):
         """
         Fires the timers that are due. Then drain `poll_transmit`.
@@ -3276,6 +4451,15 @@ class TunnelProtocol(typing.Protocol):
     def interface_settings(self, ):
         """
         Addresses, routes, DNS and MTU for the platform's VPN builder.
+        """
+
+        raise NotImplementedError
+    def leave_cluster(self, ):
+        """
+        Leaves the cluster: every member is removed (`MemberLeft` events) and
+        a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+        before closing the socket, so the others drop us at once. No-op for a
+        plain tunnel.
         """
 
         raise NotImplementedError
@@ -3336,7 +4520,8 @@ class TunnelProtocol(typing.Protocol):
         raise NotImplementedError
     def poll_transmit(self, ):
         """
-        The next datagram to send (handshakes, queued data, keepalives), or None.
+        The next datagram to send (handshakes, queued data, keepalives,
+        signaling with the Nucleus), or None.
         """
 
         raise NotImplementedError
@@ -3364,6 +4549,25 @@ class TunnelProtocol(typing.Protocol):
         """
         Encrypts an IP packet read from the TUN device. `None`: it waits for a
         handshake (drain `poll_transmit` to send the initiation).
+        """
+
+        raise NotImplementedError
+    def send_ip_batch(self, packets: "typing.List[bytes]"):
+        """
+        Encrypts several packets at once (one call across the language
+        boundary instead of one per packet: what iOS' `readPackets` hands over).
+        Returns the datagrams to send, in order; packets queued behind a
+        handshake give none (drain `poll_transmit`), and packets that cannot be
+        sent (no route, not IP, …) are dropped and counted in
+        `TunnelStats.packets_dropped`.
+        """
+
+        raise NotImplementedError
+    def set_local_endpoints(self, endpoints: "typing.List[str]"):
+        """
+        Our socket's addresses on the phone's own networks changed (`ip:port`,
+        at most 4): announced to the members through the Nucleus, for direct
+        paths on a shared LAN. Call it after `on_network_changed`.
         """
 
         raise NotImplementedError
@@ -3437,6 +4641,41 @@ class Tunnel():
         return cls._make_instance_(pointer)
 
     @classmethod
+    def join_cluster(cls, config: "ClusterConfig"):
+        """
+        A tunnel that joins a cluster through its Nucleus (on the system
+        clock): its peers are the cluster's members, found, punched through
+        NATs and relayed by the Nucleus client as they come and go. Nothing is
+        sent yet: drain `poll_transmit` (the Nucleus handshake and `Hello`),
+        then drive it like any tunnel; watch `poll_event` for `ClusterJoined`,
+        `MemberJoined`, … Call `leave_cluster` (and drain) before dropping it.
+        A host name in `nucleus_endpoint` is resolved here (blocking).
+        """
+
+        _UniffiConverterTypeClusterConfig.check_lower(config)
+        
+        # Call the (fallible) function before creating any half-baked object instances.
+        pointer = _uniffi_rust_call_with_error(_UniffiConverterTypeTunnelError,_UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster,
+        _UniffiConverterTypeClusterConfig.lower(config))
+        return cls._make_instance_(pointer)
+
+    @classmethod
+    def join_cluster_with_clock(cls, config: "ClusterConfig",clock: "HostClock"):
+        """
+        `join_cluster` on the host's clock.
+        """
+
+        _UniffiConverterTypeClusterConfig.check_lower(config)
+        
+        _UniffiConverterTypeHostClock.check_lower(clock)
+        
+        # Call the (fallible) function before creating any half-baked object instances.
+        pointer = _uniffi_rust_call_with_error(_UniffiConverterTypeTunnelError,_UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock,
+        _UniffiConverterTypeClusterConfig.lower(config),
+        _UniffiConverterTypeHostClock.lower(clock))
+        return cls._make_instance_(pointer)
+
+    @classmethod
     def with_clock(cls, config: "TunnelConfig",clock: "HostClock"):
         """
         A tunnel whose time comes from the host's clock.
@@ -3464,6 +4703,21 @@ class Tunnel():
         _uniffi_rust_call_with_error(_UniffiConverterTypeTunnelError,_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_add_peer,self._uniffi_clone_pointer(),
         _UniffiConverterTypePeerSpec.lower(peer))
 
+
+
+
+
+
+    def cluster_status(self, ) -> "typing.Optional[ClusterStatus]":
+        """
+        The cluster side of a tunnel created by `join_cluster` (None for a
+        tunnel of configured peers): registration, our VIP and NAT mapping,
+        and every member with its path.
+        """
+
+        return _UniffiConverterOptionalTypeClusterStatus.lift(
+            _uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_cluster_status,self._uniffi_clone_pointer(),)
+        )
 
 
 
@@ -3502,6 +4756,23 @@ class Tunnel():
 
 
 
+    def handle_datagram_batch(self, datagrams: "typing.List[Datagram]") -> "typing.List[DatagramOutcome]":
+        """
+        Handles several received datagrams at once: `endpoint` of each is
+        where it came from. One outcome per datagram, in order.
+        """
+
+        _UniffiConverterSequenceTypeDatagram.check_lower(datagrams)
+        
+        return _UniffiConverterSequenceTypeDatagramOutcome.lift(
+            _uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch,self._uniffi_clone_pointer(),
+        _UniffiConverterSequenceTypeDatagram.lower(datagrams))
+        )
+
+
+
+
+
     def handle_timeout(self, ) -> None:
         """
         Fires the timers that are due. Then drain `poll_transmit`.
@@ -3522,6 +4793,21 @@ class Tunnel():
         return _UniffiConverterTypeInterfaceSettings.lift(
             _uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_interface_settings,self._uniffi_clone_pointer(),)
         )
+
+
+
+
+
+    def leave_cluster(self, ) -> None:
+        """
+        Leaves the cluster: every member is removed (`MemberLeft` events) and
+        a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+        before closing the socket, so the others drop us at once. No-op for a
+        plain tunnel.
+        """
+
+        _uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_leave_cluster,self._uniffi_clone_pointer(),)
+
 
 
 
@@ -3637,7 +4923,8 @@ class Tunnel():
 
     def poll_transmit(self, ) -> "typing.Optional[Datagram]":
         """
-        The next datagram to send (handshakes, queued data, keepalives), or None.
+        The next datagram to send (handshakes, queued data, keepalives,
+        signaling with the Nucleus), or None.
         """
 
         return _UniffiConverterOptionalTypeDatagram.lift(
@@ -3703,6 +4990,44 @@ class Tunnel():
             _uniffi_rust_call_with_error(_UniffiConverterTypeTunnelError,_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip,self._uniffi_clone_pointer(),
         _UniffiConverterBytes.lower(packet))
         )
+
+
+
+
+
+    def send_ip_batch(self, packets: "typing.List[bytes]") -> "typing.List[Datagram]":
+        """
+        Encrypts several packets at once (one call across the language
+        boundary instead of one per packet: what iOS' `readPackets` hands over).
+        Returns the datagrams to send, in order; packets queued behind a
+        handshake give none (drain `poll_transmit`), and packets that cannot be
+        sent (no route, not IP, …) are dropped and counted in
+        `TunnelStats.packets_dropped`.
+        """
+
+        _UniffiConverterSequenceBytes.check_lower(packets)
+        
+        return _UniffiConverterSequenceTypeDatagram.lift(
+            _uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip_batch,self._uniffi_clone_pointer(),
+        _UniffiConverterSequenceBytes.lower(packets))
+        )
+
+
+
+
+
+    def set_local_endpoints(self, endpoints: "typing.List[str]") -> None:
+        """
+        Our socket's addresses on the phone's own networks changed (`ip:port`,
+        at most 4): announced to the members through the Nucleus, for direct
+        paths on a shared LAN. Call it after `on_network_changed`.
+        """
+
+        _UniffiConverterSequenceString.check_lower(endpoints)
+        
+        _uniffi_rust_call_with_error(_UniffiConverterTypeTunnelError,_UniffiLib.uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints,self._uniffi_clone_pointer(),
+        _UniffiConverterSequenceString.lower(endpoints))
+
 
 
 
@@ -3809,12 +5134,35 @@ def key_to_base64(key: "bytes") -> "str":
         _UniffiConverterBytes.lower(key)))
 
 
+def nucleus_key_query() -> "bytes":
+    """
+    The datagram a host sends (bare, on its UDP socket) to a Nucleus's port to
+    learn the Nucleus's public key when none was configured: trust on first
+    use. Pin the answer (`parse_nucleus_key_reply`) and pass it to
+    `join_cluster` from then on; a configured key is the strong form.
+    """
+
+    return _UniffiConverterBytes.lift(_uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_func_nucleus_key_query,))
+
+
 def omni_version() -> "str":
     """
     The library's version.
     """
 
     return _UniffiConverterString.lift(_uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_func_omni_version,))
+
+
+def parse_nucleus_key_reply(datagram: "bytes") -> "typing.Optional[str]":
+    """
+    The Nucleus's public key (base64) in its answer to `nucleus_key_query`,
+    or None if the datagram is no such answer.
+    """
+
+    _UniffiConverterBytes.check_lower(datagram)
+    
+    return _UniffiConverterOptionalString.lift(_uniffi_rust_call(_UniffiLib.uniffi_omni_ffi_fn_func_parse_nucleus_key_reply,
+        _UniffiConverterBytes.lower(datagram)))
 
 
 def parse_wg_quick(text: "str") -> "TunnelConfig":
@@ -3867,10 +5215,15 @@ def to_wg_quick(config: "TunnelConfig") -> "str":
 
 __all__ = [
     "InternalError",
+    "ClusterState",
     "DatagramOutcome",
     "LogLevel",
+    "MemberPath",
     "TunnelError",
     "TunnelEvent",
+    "ClusterConfig",
+    "ClusterMember",
+    "ClusterStatus",
     "Datagram",
     "InterfaceSettings",
     "IpNetwork",
@@ -3881,7 +5234,9 @@ __all__ = [
     "generate_private_key",
     "key_from_base64",
     "key_to_base64",
+    "nucleus_key_query",
     "omni_version",
+    "parse_nucleus_key_reply",
     "parse_wg_quick",
     "public_key_from_private",
     "set_log_sink",

@@ -944,6 +944,13 @@ public protocol TunnelProtocol: AnyObject, Sendable {
     func addPeer(peer: PeerSpec) throws 
     
     /**
+     * The cluster side of a tunnel created by `join_cluster` (None for a
+     * tunnel of configured peers): registration, our VIP and NAT mapping,
+     * and every member with its path.
+     */
+    func clusterStatus()  -> ClusterStatus?
+    
+    /**
      * Every datagram `poll_transmit` would give, at once.
      */
     func drainTransmits() throws  -> [Datagram]
@@ -955,6 +962,12 @@ public protocol TunnelProtocol: AnyObject, Sendable {
     func handleDatagram(from: String, datagram: Data) throws  -> DatagramOutcome
     
     /**
+     * Handles several received datagrams at once: `endpoint` of each is
+     * where it came from. One outcome per datagram, in order.
+     */
+    func handleDatagramBatch(datagrams: [Datagram])  -> [DatagramOutcome]
+    
+    /**
      * Fires the timers that are due. Then drain `poll_transmit`.
      */
     func handleTimeout() 
@@ -963,6 +976,14 @@ public protocol TunnelProtocol: AnyObject, Sendable {
      * Addresses, routes, DNS and MTU for the platform's VPN builder.
      */
     func interfaceSettings()  -> InterfaceSettings
+    
+    /**
+     * Leaves the cluster: every member is removed (`MemberLeft` events) and
+     * a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+     * before closing the socket, so the others drop us at once. No-op for a
+     * plain tunnel.
+     */
+    func leaveCluster() 
     
     /**
      * Milliseconds from now until `handle_timeout` is due (0: now), if any
@@ -1012,7 +1033,8 @@ public protocol TunnelProtocol: AnyObject, Sendable {
     func pollTimeoutNanos()  -> UInt64?
     
     /**
-     * The next datagram to send (handshakes, queued data, keepalives), or None.
+     * The next datagram to send (handshakes, queued data, keepalives,
+     * signaling with the Nucleus), or None.
      */
     func pollTransmit() throws  -> Datagram?
     
@@ -1038,6 +1060,23 @@ public protocol TunnelProtocol: AnyObject, Sendable {
      * handshake (drain `poll_transmit` to send the initiation).
      */
     func sendIp(packet: Data) throws  -> Datagram?
+    
+    /**
+     * Encrypts several packets at once (one call across the language
+     * boundary instead of one per packet: what iOS' `readPackets` hands over).
+     * Returns the datagrams to send, in order; packets queued behind a
+     * handshake give none (drain `poll_transmit`), and packets that cannot be
+     * sent (no route, not IP, …) are dropped and counted in
+     * `TunnelStats.packets_dropped`.
+     */
+    func sendIpBatch(packets: [Data])  -> [Datagram]
+    
+    /**
+     * Our socket's addresses on the phone's own networks changed (`ip:port`,
+     * at most 4): announced to the members through the Nucleus, for direct
+     * paths on a shared LAN. Call it after `on_network_changed`.
+     */
+    func setLocalEndpoints(endpoints: [String]) throws 
     
     /**
      * Sets a peer's endpoint (`ip:port`), e.g. after the host resolved a name itself.
@@ -1136,6 +1175,35 @@ public static func fromWgQuick(text: String)throws  -> Tunnel  {
 }
     
     /**
+     * A tunnel that joins a cluster through its Nucleus (on the system
+     * clock): its peers are the cluster's members, found, punched through
+     * NATs and relayed by the Nucleus client as they come and go. Nothing is
+     * sent yet: drain `poll_transmit` (the Nucleus handshake and `Hello`),
+     * then drive it like any tunnel; watch `poll_event` for `ClusterJoined`,
+     * `MemberJoined`, … Call `leave_cluster` (and drain) before dropping it.
+     * A host name in `nucleus_endpoint` is resolved here (blocking).
+     */
+public static func joinCluster(config: ClusterConfig)throws  -> Tunnel  {
+    return try  FfiConverterTypeTunnel_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+    uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(
+        FfiConverterTypeClusterConfig_lower(config),$0
+    )
+})
+}
+    
+    /**
+     * `join_cluster` on the host's clock.
+     */
+public static func joinClusterWithClock(config: ClusterConfig, clock: HostClock)throws  -> Tunnel  {
+    return try  FfiConverterTypeTunnel_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+    uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(
+        FfiConverterTypeClusterConfig_lower(config),
+        FfiConverterTypeHostClock_lower(clock),$0
+    )
+})
+}
+    
+    /**
      * A tunnel whose time comes from the host's clock.
      */
 public static func withClock(config: TunnelConfig, clock: HostClock)throws  -> Tunnel  {
@@ -1157,6 +1225,18 @@ open func addPeer(peer: PeerSpec)throws   {try rustCallWithError(FfiConverterTyp
         FfiConverterTypePeerSpec_lower(peer),$0
     )
 }
+}
+    
+    /**
+     * The cluster side of a tunnel created by `join_cluster` (None for a
+     * tunnel of configured peers): registration, our VIP and NAT mapping,
+     * and every member with its path.
+     */
+open func clusterStatus() -> ClusterStatus?  {
+    return try!  FfiConverterOptionTypeClusterStatus.lift(try! rustCall() {
+    uniffi_omni_ffi_fn_method_tunnel_cluster_status(self.uniffiClonePointer(),$0
+    )
+})
 }
     
     /**
@@ -1183,6 +1263,18 @@ open func handleDatagram(from: String, datagram: Data)throws  -> DatagramOutcome
 }
     
     /**
+     * Handles several received datagrams at once: `endpoint` of each is
+     * where it came from. One outcome per datagram, in order.
+     */
+open func handleDatagramBatch(datagrams: [Datagram]) -> [DatagramOutcome]  {
+    return try!  FfiConverterSequenceTypeDatagramOutcome.lift(try! rustCall() {
+    uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(self.uniffiClonePointer(),
+        FfiConverterSequenceTypeDatagram.lower(datagrams),$0
+    )
+})
+}
+    
+    /**
      * Fires the timers that are due. Then drain `poll_transmit`.
      */
 open func handleTimeout()  {try! rustCall() {
@@ -1199,6 +1291,18 @@ open func interfaceSettings() -> InterfaceSettings  {
     uniffi_omni_ffi_fn_method_tunnel_interface_settings(self.uniffiClonePointer(),$0
     )
 })
+}
+    
+    /**
+     * Leaves the cluster: every member is removed (`MemberLeft` events) and
+     * a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+     * before closing the socket, so the others drop us at once. No-op for a
+     * plain tunnel.
+     */
+open func leaveCluster()  {try! rustCall() {
+    uniffi_omni_ffi_fn_method_tunnel_leave_cluster(self.uniffiClonePointer(),$0
+    )
+}
 }
     
     /**
@@ -1286,7 +1390,8 @@ open func pollTimeoutNanos() -> UInt64?  {
 }
     
     /**
-     * The next datagram to send (handshakes, queued data, keepalives), or None.
+     * The next datagram to send (handshakes, queued data, keepalives,
+     * signaling with the Nucleus), or None.
      */
 open func pollTransmit()throws  -> Datagram?  {
     return try  FfiConverterOptionTypeDatagram.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
@@ -1337,6 +1442,34 @@ open func sendIp(packet: Data)throws  -> Datagram?  {
         FfiConverterData.lower(packet),$0
     )
 })
+}
+    
+    /**
+     * Encrypts several packets at once (one call across the language
+     * boundary instead of one per packet: what iOS' `readPackets` hands over).
+     * Returns the datagrams to send, in order; packets queued behind a
+     * handshake give none (drain `poll_transmit`), and packets that cannot be
+     * sent (no route, not IP, …) are dropped and counted in
+     * `TunnelStats.packets_dropped`.
+     */
+open func sendIpBatch(packets: [Data]) -> [Datagram]  {
+    return try!  FfiConverterSequenceTypeDatagram.lift(try! rustCall() {
+    uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(self.uniffiClonePointer(),
+        FfiConverterSequenceData.lower(packets),$0
+    )
+})
+}
+    
+    /**
+     * Our socket's addresses on the phone's own networks changed (`ip:port`,
+     * at most 4): announced to the members through the Nucleus, for direct
+     * paths on a shared LAN. Call it after `on_network_changed`.
+     */
+open func setLocalEndpoints(endpoints: [String])throws   {try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+    uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(self.uniffiClonePointer(),
+        FfiConverterSequenceString.lower(endpoints),$0
+    )
+}
 }
     
     /**
@@ -1421,6 +1554,578 @@ public func FfiConverterTypeTunnel_lower(_ value: Tunnel) -> UnsafeMutableRawPoi
 }
 
 
+
+
+/**
+ * How a phone joins a cluster (what `omni-daemon --nucleus ... --cluster ...
+ * --secret ... --vip ...` takes on the command line).
+ */
+public struct ClusterConfig {
+    /**
+     * Our private key (base64).
+     */
+    public let privateKey: String
+    /**
+     * The Nucleus: `ip:port`, `[ipv6]:port` or `host:port` (a host name is
+     * resolved when the tunnel is created: blocking DNS, so call it off the
+     * main thread).
+     */
+    public let nucleusEndpoint: String
+    /**
+     * The Nucleus's public key (base64): printed by `omni-daemon --mode
+     * nucleus` at start. Pin it; `nucleus_key_query` /
+     * `parse_nucleus_key_reply` learn it on first contact otherwise (trust on
+     * first use).
+     */
+    public let nucleusPublicKey: String
+    /**
+     * The cluster's name (never sent: it and the secret derive the cluster key).
+     */
+    public let cluster: String
+    /**
+     * The cluster's secret, shared out of band. Empty: an unauthenticated
+     * cluster anyone who knows its name can join. Never logged.
+     */
+    public let secret: String
+    /**
+     * Our virtual IP with the cluster's prefix, e.g. `10.200.0.5/24` (a bare
+     * IPv4 address means /24, a bare IPv6 address /64). An IPv6 VIP makes an
+     * IPv6 cluster.
+     */
+    public let vip: String
+    /**
+     * A second VIP of the other family (dual stack: `vip` IPv4, this IPv6,
+     * e.g. `fd00:200::5/64`; a bare address means /64), like `omni-daemon
+     * --vip … --vip6 …`.
+     */
+    public let vip6: String?
+    /**
+     * The UDP port the host binds (None: any).
+     */
+    public let listenPort: UInt16?
+    /**
+     * `ip:port` of our socket on the phone's own networks (at most 4), so
+     * members on the same LAN can reach us directly.
+     */
+    public let localEndpoints: [String]
+    /**
+     * DNS servers and search domains for the VPN builder.
+     */
+    public let dns: [String]
+    public let mtu: UInt16?
+    /**
+     * Persistent keepalive towards members, seconds (None: 25; 0: off).
+     * Keeps NAT mappings open and starts handshakes as soon as a member appears.
+     */
+    public let meshKeepalive: UInt16?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Our private key (base64).
+         */privateKey: String, 
+        /**
+         * The Nucleus: `ip:port`, `[ipv6]:port` or `host:port` (a host name is
+         * resolved when the tunnel is created: blocking DNS, so call it off the
+         * main thread).
+         */nucleusEndpoint: String, 
+        /**
+         * The Nucleus's public key (base64): printed by `omni-daemon --mode
+         * nucleus` at start. Pin it; `nucleus_key_query` /
+         * `parse_nucleus_key_reply` learn it on first contact otherwise (trust on
+         * first use).
+         */nucleusPublicKey: String, 
+        /**
+         * The cluster's name (never sent: it and the secret derive the cluster key).
+         */cluster: String, 
+        /**
+         * The cluster's secret, shared out of band. Empty: an unauthenticated
+         * cluster anyone who knows its name can join. Never logged.
+         */secret: String, 
+        /**
+         * Our virtual IP with the cluster's prefix, e.g. `10.200.0.5/24` (a bare
+         * IPv4 address means /24, a bare IPv6 address /64). An IPv6 VIP makes an
+         * IPv6 cluster.
+         */vip: String, 
+        /**
+         * A second VIP of the other family (dual stack: `vip` IPv4, this IPv6,
+         * e.g. `fd00:200::5/64`; a bare address means /64), like `omni-daemon
+         * --vip … --vip6 …`.
+         */vip6: String? = nil, 
+        /**
+         * The UDP port the host binds (None: any).
+         */listenPort: UInt16? = nil, 
+        /**
+         * `ip:port` of our socket on the phone's own networks (at most 4), so
+         * members on the same LAN can reach us directly.
+         */localEndpoints: [String] = [], 
+        /**
+         * DNS servers and search domains for the VPN builder.
+         */dns: [String] = [], mtu: UInt16? = nil, 
+        /**
+         * Persistent keepalive towards members, seconds (None: 25; 0: off).
+         * Keeps NAT mappings open and starts handshakes as soon as a member appears.
+         */meshKeepalive: UInt16? = nil) {
+        self.privateKey = privateKey
+        self.nucleusEndpoint = nucleusEndpoint
+        self.nucleusPublicKey = nucleusPublicKey
+        self.cluster = cluster
+        self.secret = secret
+        self.vip = vip
+        self.vip6 = vip6
+        self.listenPort = listenPort
+        self.localEndpoints = localEndpoints
+        self.dns = dns
+        self.mtu = mtu
+        self.meshKeepalive = meshKeepalive
+    }
+}
+
+#if compiler(>=6)
+extension ClusterConfig: Sendable {}
+#endif
+
+
+extension ClusterConfig: Equatable, Hashable {
+    public static func ==(lhs: ClusterConfig, rhs: ClusterConfig) -> Bool {
+        if lhs.privateKey != rhs.privateKey {
+            return false
+        }
+        if lhs.nucleusEndpoint != rhs.nucleusEndpoint {
+            return false
+        }
+        if lhs.nucleusPublicKey != rhs.nucleusPublicKey {
+            return false
+        }
+        if lhs.cluster != rhs.cluster {
+            return false
+        }
+        if lhs.secret != rhs.secret {
+            return false
+        }
+        if lhs.vip != rhs.vip {
+            return false
+        }
+        if lhs.vip6 != rhs.vip6 {
+            return false
+        }
+        if lhs.listenPort != rhs.listenPort {
+            return false
+        }
+        if lhs.localEndpoints != rhs.localEndpoints {
+            return false
+        }
+        if lhs.dns != rhs.dns {
+            return false
+        }
+        if lhs.mtu != rhs.mtu {
+            return false
+        }
+        if lhs.meshKeepalive != rhs.meshKeepalive {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(privateKey)
+        hasher.combine(nucleusEndpoint)
+        hasher.combine(nucleusPublicKey)
+        hasher.combine(cluster)
+        hasher.combine(secret)
+        hasher.combine(vip)
+        hasher.combine(vip6)
+        hasher.combine(listenPort)
+        hasher.combine(localEndpoints)
+        hasher.combine(dns)
+        hasher.combine(mtu)
+        hasher.combine(meshKeepalive)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClusterConfig: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClusterConfig {
+        return
+            try ClusterConfig(
+                privateKey: FfiConverterString.read(from: &buf), 
+                nucleusEndpoint: FfiConverterString.read(from: &buf), 
+                nucleusPublicKey: FfiConverterString.read(from: &buf), 
+                cluster: FfiConverterString.read(from: &buf), 
+                secret: FfiConverterString.read(from: &buf), 
+                vip: FfiConverterString.read(from: &buf), 
+                vip6: FfiConverterOptionString.read(from: &buf), 
+                listenPort: FfiConverterOptionUInt16.read(from: &buf), 
+                localEndpoints: FfiConverterSequenceString.read(from: &buf), 
+                dns: FfiConverterSequenceString.read(from: &buf), 
+                mtu: FfiConverterOptionUInt16.read(from: &buf), 
+                meshKeepalive: FfiConverterOptionUInt16.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ClusterConfig, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.privateKey, into: &buf)
+        FfiConverterString.write(value.nucleusEndpoint, into: &buf)
+        FfiConverterString.write(value.nucleusPublicKey, into: &buf)
+        FfiConverterString.write(value.cluster, into: &buf)
+        FfiConverterString.write(value.secret, into: &buf)
+        FfiConverterString.write(value.vip, into: &buf)
+        FfiConverterOptionString.write(value.vip6, into: &buf)
+        FfiConverterOptionUInt16.write(value.listenPort, into: &buf)
+        FfiConverterSequenceString.write(value.localEndpoints, into: &buf)
+        FfiConverterSequenceString.write(value.dns, into: &buf)
+        FfiConverterOptionUInt16.write(value.mtu, into: &buf)
+        FfiConverterOptionUInt16.write(value.meshKeepalive, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterConfig_lift(_ buf: RustBuffer) throws -> ClusterConfig {
+    return try FfiConverterTypeClusterConfig.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterConfig_lower(_ value: ClusterConfig) -> RustBuffer {
+    return FfiConverterTypeClusterConfig.lower(value)
+}
+
+
+/**
+ * One member of the cluster (`Tunnel.cluster_status`).
+ */
+public struct ClusterMember {
+    public let publicKey: String
+    public let vip: String
+    /**
+     * Its IPv6 VIP if it is dual-stack.
+     */
+    public let vip6: String?
+    /**
+     * Where we send to it now (the Nucleus's address while relayed).
+     */
+    public let endpoint: String?
+    /**
+     * Its address as the Nucleus sees it.
+     */
+    public let reflexiveEndpoint: String?
+    public let path: MemberPath
+    public let lastHandshakeAgeNanos: UInt64?
+    public let rxBytes: UInt64
+    public let txBytes: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(publicKey: String, vip: String, 
+        /**
+         * Its IPv6 VIP if it is dual-stack.
+         */vip6: String?, 
+        /**
+         * Where we send to it now (the Nucleus's address while relayed).
+         */endpoint: String?, 
+        /**
+         * Its address as the Nucleus sees it.
+         */reflexiveEndpoint: String?, path: MemberPath, lastHandshakeAgeNanos: UInt64?, rxBytes: UInt64, txBytes: UInt64) {
+        self.publicKey = publicKey
+        self.vip = vip
+        self.vip6 = vip6
+        self.endpoint = endpoint
+        self.reflexiveEndpoint = reflexiveEndpoint
+        self.path = path
+        self.lastHandshakeAgeNanos = lastHandshakeAgeNanos
+        self.rxBytes = rxBytes
+        self.txBytes = txBytes
+    }
+}
+
+#if compiler(>=6)
+extension ClusterMember: Sendable {}
+#endif
+
+
+extension ClusterMember: Equatable, Hashable {
+    public static func ==(lhs: ClusterMember, rhs: ClusterMember) -> Bool {
+        if lhs.publicKey != rhs.publicKey {
+            return false
+        }
+        if lhs.vip != rhs.vip {
+            return false
+        }
+        if lhs.vip6 != rhs.vip6 {
+            return false
+        }
+        if lhs.endpoint != rhs.endpoint {
+            return false
+        }
+        if lhs.reflexiveEndpoint != rhs.reflexiveEndpoint {
+            return false
+        }
+        if lhs.path != rhs.path {
+            return false
+        }
+        if lhs.lastHandshakeAgeNanos != rhs.lastHandshakeAgeNanos {
+            return false
+        }
+        if lhs.rxBytes != rhs.rxBytes {
+            return false
+        }
+        if lhs.txBytes != rhs.txBytes {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(publicKey)
+        hasher.combine(vip)
+        hasher.combine(vip6)
+        hasher.combine(endpoint)
+        hasher.combine(reflexiveEndpoint)
+        hasher.combine(path)
+        hasher.combine(lastHandshakeAgeNanos)
+        hasher.combine(rxBytes)
+        hasher.combine(txBytes)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClusterMember: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClusterMember {
+        return
+            try ClusterMember(
+                publicKey: FfiConverterString.read(from: &buf), 
+                vip: FfiConverterString.read(from: &buf), 
+                vip6: FfiConverterOptionString.read(from: &buf), 
+                endpoint: FfiConverterOptionString.read(from: &buf), 
+                reflexiveEndpoint: FfiConverterOptionString.read(from: &buf), 
+                path: FfiConverterTypeMemberPath.read(from: &buf), 
+                lastHandshakeAgeNanos: FfiConverterOptionUInt64.read(from: &buf), 
+                rxBytes: FfiConverterUInt64.read(from: &buf), 
+                txBytes: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ClusterMember, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.publicKey, into: &buf)
+        FfiConverterString.write(value.vip, into: &buf)
+        FfiConverterOptionString.write(value.vip6, into: &buf)
+        FfiConverterOptionString.write(value.endpoint, into: &buf)
+        FfiConverterOptionString.write(value.reflexiveEndpoint, into: &buf)
+        FfiConverterTypeMemberPath.write(value.path, into: &buf)
+        FfiConverterOptionUInt64.write(value.lastHandshakeAgeNanos, into: &buf)
+        FfiConverterUInt64.write(value.rxBytes, into: &buf)
+        FfiConverterUInt64.write(value.txBytes, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterMember_lift(_ buf: RustBuffer) throws -> ClusterMember {
+    return try FfiConverterTypeClusterMember.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterMember_lower(_ value: ClusterMember) -> RustBuffer {
+    return FfiConverterTypeClusterMember.lower(value)
+}
+
+
+/**
+ * The cluster side of a tunnel created by `Tunnel.join_cluster`.
+ */
+public struct ClusterStatus {
+    public let state: ClusterState
+    /**
+     * Our VIP with the cluster's prefix.
+     */
+    public let vip: String
+    /**
+     * Our IPv6 VIP with its prefix (dual stack).
+     */
+    public let vip6: String?
+    public let nucleusEndpoint: String
+    /**
+     * Our address as the Nucleus last saw it (our NAT mapping).
+     */
+    public let reflexiveEndpoint: String?
+    public let members: [ClusterMember]
+    /**
+     * The peer-list version applied last (0: none yet).
+     */
+    public let listVersion: UInt32
+    /**
+     * Signaling messages sent to and received from the Nucleus.
+     */
+    public let signalingSent: UInt64
+    public let signalingReceived: UInt64
+    /**
+     * Datagrams relayed through the Nucleus, out and in.
+     */
+    public let relayedOut: UInt64
+    public let relayedIn: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(state: ClusterState, 
+        /**
+         * Our VIP with the cluster's prefix.
+         */vip: String, 
+        /**
+         * Our IPv6 VIP with its prefix (dual stack).
+         */vip6: String?, nucleusEndpoint: String, 
+        /**
+         * Our address as the Nucleus last saw it (our NAT mapping).
+         */reflexiveEndpoint: String?, members: [ClusterMember], 
+        /**
+         * The peer-list version applied last (0: none yet).
+         */listVersion: UInt32, 
+        /**
+         * Signaling messages sent to and received from the Nucleus.
+         */signalingSent: UInt64, signalingReceived: UInt64, 
+        /**
+         * Datagrams relayed through the Nucleus, out and in.
+         */relayedOut: UInt64, relayedIn: UInt64) {
+        self.state = state
+        self.vip = vip
+        self.vip6 = vip6
+        self.nucleusEndpoint = nucleusEndpoint
+        self.reflexiveEndpoint = reflexiveEndpoint
+        self.members = members
+        self.listVersion = listVersion
+        self.signalingSent = signalingSent
+        self.signalingReceived = signalingReceived
+        self.relayedOut = relayedOut
+        self.relayedIn = relayedIn
+    }
+}
+
+#if compiler(>=6)
+extension ClusterStatus: Sendable {}
+#endif
+
+
+extension ClusterStatus: Equatable, Hashable {
+    public static func ==(lhs: ClusterStatus, rhs: ClusterStatus) -> Bool {
+        if lhs.state != rhs.state {
+            return false
+        }
+        if lhs.vip != rhs.vip {
+            return false
+        }
+        if lhs.vip6 != rhs.vip6 {
+            return false
+        }
+        if lhs.nucleusEndpoint != rhs.nucleusEndpoint {
+            return false
+        }
+        if lhs.reflexiveEndpoint != rhs.reflexiveEndpoint {
+            return false
+        }
+        if lhs.members != rhs.members {
+            return false
+        }
+        if lhs.listVersion != rhs.listVersion {
+            return false
+        }
+        if lhs.signalingSent != rhs.signalingSent {
+            return false
+        }
+        if lhs.signalingReceived != rhs.signalingReceived {
+            return false
+        }
+        if lhs.relayedOut != rhs.relayedOut {
+            return false
+        }
+        if lhs.relayedIn != rhs.relayedIn {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(state)
+        hasher.combine(vip)
+        hasher.combine(vip6)
+        hasher.combine(nucleusEndpoint)
+        hasher.combine(reflexiveEndpoint)
+        hasher.combine(members)
+        hasher.combine(listVersion)
+        hasher.combine(signalingSent)
+        hasher.combine(signalingReceived)
+        hasher.combine(relayedOut)
+        hasher.combine(relayedIn)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClusterStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClusterStatus {
+        return
+            try ClusterStatus(
+                state: FfiConverterTypeClusterState.read(from: &buf), 
+                vip: FfiConverterString.read(from: &buf), 
+                vip6: FfiConverterOptionString.read(from: &buf), 
+                nucleusEndpoint: FfiConverterString.read(from: &buf), 
+                reflexiveEndpoint: FfiConverterOptionString.read(from: &buf), 
+                members: FfiConverterSequenceTypeClusterMember.read(from: &buf), 
+                listVersion: FfiConverterUInt32.read(from: &buf), 
+                signalingSent: FfiConverterUInt64.read(from: &buf), 
+                signalingReceived: FfiConverterUInt64.read(from: &buf), 
+                relayedOut: FfiConverterUInt64.read(from: &buf), 
+                relayedIn: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ClusterStatus, into buf: inout [UInt8]) {
+        FfiConverterTypeClusterState.write(value.state, into: &buf)
+        FfiConverterString.write(value.vip, into: &buf)
+        FfiConverterOptionString.write(value.vip6, into: &buf)
+        FfiConverterString.write(value.nucleusEndpoint, into: &buf)
+        FfiConverterOptionString.write(value.reflexiveEndpoint, into: &buf)
+        FfiConverterSequenceTypeClusterMember.write(value.members, into: &buf)
+        FfiConverterUInt32.write(value.listVersion, into: &buf)
+        FfiConverterUInt64.write(value.signalingSent, into: &buf)
+        FfiConverterUInt64.write(value.signalingReceived, into: &buf)
+        FfiConverterUInt64.write(value.relayedOut, into: &buf)
+        FfiConverterUInt64.write(value.relayedIn, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterStatus_lift(_ buf: RustBuffer) throws -> ClusterStatus {
+    return try FfiConverterTypeClusterStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterStatus_lower(_ value: ClusterStatus) -> RustBuffer {
+    return FfiConverterTypeClusterStatus.lower(value)
+}
 
 
 /**
@@ -2078,6 +2783,10 @@ public struct TunnelStats {
      * Events lost because the host did not poll them.
      */
     public let eventsDropped: UInt64
+    /**
+     * Packets `send_ip_batch` could not send (no route, not IP, …).
+     */
+    public let packetsDropped: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2087,12 +2796,16 @@ public struct TunnelStats {
          */datagramsRejected: UInt64, 
         /**
          * Events lost because the host did not poll them.
-         */eventsDropped: UInt64) {
+         */eventsDropped: UInt64, 
+        /**
+         * Packets `send_ip_batch` could not send (no route, not IP, …).
+         */packetsDropped: UInt64) {
         self.peers = peers
         self.rxBytes = rxBytes
         self.txBytes = txBytes
         self.datagramsRejected = datagramsRejected
         self.eventsDropped = eventsDropped
+        self.packetsDropped = packetsDropped
     }
 }
 
@@ -2118,6 +2831,9 @@ extension TunnelStats: Equatable, Hashable {
         if lhs.eventsDropped != rhs.eventsDropped {
             return false
         }
+        if lhs.packetsDropped != rhs.packetsDropped {
+            return false
+        }
         return true
     }
 
@@ -2127,6 +2843,7 @@ extension TunnelStats: Equatable, Hashable {
         hasher.combine(txBytes)
         hasher.combine(datagramsRejected)
         hasher.combine(eventsDropped)
+        hasher.combine(packetsDropped)
     }
 }
 
@@ -2143,7 +2860,8 @@ public struct FfiConverterTypeTunnelStats: FfiConverterRustBuffer {
                 rxBytes: FfiConverterUInt64.read(from: &buf), 
                 txBytes: FfiConverterUInt64.read(from: &buf), 
                 datagramsRejected: FfiConverterUInt64.read(from: &buf), 
-                eventsDropped: FfiConverterUInt64.read(from: &buf)
+                eventsDropped: FfiConverterUInt64.read(from: &buf), 
+                packetsDropped: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -2153,6 +2871,7 @@ public struct FfiConverterTypeTunnelStats: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.txBytes, into: &buf)
         FfiConverterUInt64.write(value.datagramsRejected, into: &buf)
         FfiConverterUInt64.write(value.eventsDropped, into: &buf)
+        FfiConverterUInt64.write(value.packetsDropped, into: &buf)
     }
 }
 
@@ -2170,6 +2889,105 @@ public func FfiConverterTypeTunnelStats_lift(_ buf: RustBuffer) throws -> Tunnel
 public func FfiConverterTypeTunnelStats_lower(_ value: TunnelStats) -> RustBuffer {
     return FfiConverterTypeTunnelStats.lower(value)
 }
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Where the registration stands.
+ */
+
+public enum ClusterState {
+    
+    /**
+     * Asking the Nucleus for a challenge (its handshake may still be running).
+     */
+    case connecting
+    /**
+     * `Register` sent, waiting for the answer (or retrying after a refusal).
+     */
+    case registering
+    /**
+     * A member: heartbeats flow, members become peers.
+     */
+    case registered
+    /**
+     * `leave_cluster` was called.
+     */
+    case left
+}
+
+
+#if compiler(>=6)
+extension ClusterState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClusterState: FfiConverterRustBuffer {
+    typealias SwiftType = ClusterState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClusterState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .connecting
+        
+        case 2: return .registering
+        
+        case 3: return .registered
+        
+        case 4: return .left
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ClusterState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .connecting:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .registering:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .registered:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .left:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterState_lift(_ buf: RustBuffer) throws -> ClusterState {
+    return try FfiConverterTypeClusterState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClusterState_lower(_ value: ClusterState) -> RustBuffer {
+    return FfiConverterTypeClusterState.lower(value)
+}
+
+
+extension ClusterState: Equatable, Hashable {}
+
+
+
+
+
 
 // Note that we don't yet support `indirect` for enums.
 // See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
@@ -2374,6 +3192,105 @@ extension LogLevel: Equatable, Hashable {}
 
 
 
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * How a member is reached.
+ */
+
+public enum MemberPath {
+    
+    /**
+     * Added; no handshake completed yet (hole punching).
+     */
+    case connecting
+    /**
+     * A handshake completed over a direct path.
+     */
+    case direct
+    /**
+     * Direct attempts failed; the Nucleus was asked to relay.
+     */
+    case relayRequested
+    /**
+     * Through the Nucleus's relay (still end-to-end encrypted).
+     */
+    case relayed
+}
+
+
+#if compiler(>=6)
+extension MemberPath: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMemberPath: FfiConverterRustBuffer {
+    typealias SwiftType = MemberPath
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MemberPath {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .connecting
+        
+        case 2: return .direct
+        
+        case 3: return .relayRequested
+        
+        case 4: return .relayed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: MemberPath, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .connecting:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .direct:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .relayRequested:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .relayed:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberPath_lift(_ buf: RustBuffer) throws -> MemberPath {
+    return try FfiConverterTypeMemberPath.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMemberPath_lower(_ value: MemberPath) -> RustBuffer {
+    return FfiConverterTypeMemberPath.lower(value)
+}
+
+
+extension MemberPath: Equatable, Hashable {}
+
+
+
+
+
+
 
 /**
  * Errors of the tunnel API. In Kotlin this is `TunnelException`, in Swift
@@ -2442,6 +3359,10 @@ public enum TunnelError: Swift.Error {
     case BufferTooSmall(needed: UInt64
     )
     /**
+     * A cluster operation on a tunnel that did not join a cluster.
+     */
+    case NotInCluster
+    /**
      * A bug in omni-ffi (never expected; reported instead of crashing).
      */
     case Internal(detail: String
@@ -2492,7 +3413,8 @@ public struct FfiConverterTypeTunnelError: FfiConverterRustBuffer {
         case 12: return .BufferTooSmall(
             needed: try FfiConverterUInt64.read(from: &buf)
             )
-        case 13: return .Internal(
+        case 13: return .NotInCluster
+        case 14: return .Internal(
             detail: try FfiConverterString.read(from: &buf)
             )
 
@@ -2565,8 +3487,12 @@ public struct FfiConverterTypeTunnelError: FfiConverterRustBuffer {
             FfiConverterUInt64.write(needed, into: &buf)
             
         
-        case let .Internal(detail):
+        case .NotInCluster:
             writeInt(&buf, Int32(13))
+        
+        
+        case let .Internal(detail):
+            writeInt(&buf, Int32(14))
             FfiConverterString.write(detail, into: &buf)
             
         }
@@ -2617,6 +3543,13 @@ public enum TunnelEvent {
     case peerUp(publicKey: String, initiator: Bool
     )
     /**
+     * A later handshake completed while the peer was up: a rekey (every 2
+     * minutes of traffic) or a rehandshake after wake or a network change.
+     * With `PeerUp` it tells a first handshake from a renewal.
+     */
+    case sessionRenewed(publicKey: String, initiator: Bool
+    )
+    /**
      * The peer's keys expired after a long silence; it is down until the next handshake.
      */
     case peerDown(publicKey: String
@@ -2631,6 +3564,56 @@ public enum TunnelEvent {
      */
     case handshakeFailed(publicKey: String
     )
+    /**
+     * A packet is queued for a peer that has no endpoint: no handshake can
+     * start until the host sets one (`set_peer_endpoint`, `resolve_endpoints`)
+     * or the peer contacts us. Once per peer until it has an endpoint.
+     */
+    case endpointNeeded(publicKey: String
+    )
+    /**
+     * Registered with the Nucleus (again, after `NucleusLost`). `vip` is ours;
+     * `reflexive_endpoint` our address as the Nucleus sees it.
+     */
+    case clusterJoined(vip: String, reflexiveEndpoint: String?
+    )
+    /**
+     * The Nucleus refused a request; registration retries with backoff.
+     * `reason`: `vip-in-use`, `unauthorized`, `capacity`, `rate-limited`, …
+     */
+    case clusterRefused(reason: String
+    )
+    /**
+     * The Nucleus stopped answering (or forgot us): registering again.
+     * Members stay peers meanwhile.
+     */
+    case nucleusLost
+    /**
+     * A member of the cluster became a peer (its VIP routes to it).
+     */
+    case memberJoined(publicKey: String, vip: String
+    )
+    /**
+     * A member left or expired; its peer and route are gone.
+     */
+    case memberLeft(publicKey: String
+    )
+    /**
+     * A member could not become a peer (the peer table is full, or the key
+     * is configured as a peer already).
+     */
+    case memberSkipped(publicKey: String
+    )
+    /**
+     * A member is now reached through the Nucleus's relay (`relayed`), or
+     * directly (again).
+     */
+    case memberPathChanged(publicKey: String, relayed: Bool
+    )
+    /**
+     * `leave_cluster` completed (drain `poll_transmit` to tell the Nucleus).
+     */
+    case clusterLeft
 }
 
 
@@ -2651,14 +3634,42 @@ public struct FfiConverterTypeTunnelEvent: FfiConverterRustBuffer {
         case 1: return .peerUp(publicKey: try FfiConverterString.read(from: &buf), initiator: try FfiConverterBool.read(from: &buf)
         )
         
-        case 2: return .peerDown(publicKey: try FfiConverterString.read(from: &buf)
+        case 2: return .sessionRenewed(publicKey: try FfiConverterString.read(from: &buf), initiator: try FfiConverterBool.read(from: &buf)
         )
         
-        case 3: return .endpointChanged(publicKey: try FfiConverterString.read(from: &buf), endpoint: try FfiConverterString.read(from: &buf)
+        case 3: return .peerDown(publicKey: try FfiConverterString.read(from: &buf)
         )
         
-        case 4: return .handshakeFailed(publicKey: try FfiConverterString.read(from: &buf)
+        case 4: return .endpointChanged(publicKey: try FfiConverterString.read(from: &buf), endpoint: try FfiConverterString.read(from: &buf)
         )
+        
+        case 5: return .handshakeFailed(publicKey: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 6: return .endpointNeeded(publicKey: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 7: return .clusterJoined(vip: try FfiConverterString.read(from: &buf), reflexiveEndpoint: try FfiConverterOptionString.read(from: &buf)
+        )
+        
+        case 8: return .clusterRefused(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .nucleusLost
+        
+        case 10: return .memberJoined(publicKey: try FfiConverterString.read(from: &buf), vip: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 11: return .memberLeft(publicKey: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 12: return .memberSkipped(publicKey: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 13: return .memberPathChanged(publicKey: try FfiConverterString.read(from: &buf), relayed: try FfiConverterBool.read(from: &buf)
+        )
+        
+        case 14: return .clusterLeft
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -2674,21 +3685,73 @@ public struct FfiConverterTypeTunnelEvent: FfiConverterRustBuffer {
             FfiConverterBool.write(initiator, into: &buf)
             
         
-        case let .peerDown(publicKey):
+        case let .sessionRenewed(publicKey,initiator):
             writeInt(&buf, Int32(2))
+            FfiConverterString.write(publicKey, into: &buf)
+            FfiConverterBool.write(initiator, into: &buf)
+            
+        
+        case let .peerDown(publicKey):
+            writeInt(&buf, Int32(3))
             FfiConverterString.write(publicKey, into: &buf)
             
         
         case let .endpointChanged(publicKey,endpoint):
-            writeInt(&buf, Int32(3))
+            writeInt(&buf, Int32(4))
             FfiConverterString.write(publicKey, into: &buf)
             FfiConverterString.write(endpoint, into: &buf)
             
         
         case let .handshakeFailed(publicKey):
-            writeInt(&buf, Int32(4))
+            writeInt(&buf, Int32(5))
             FfiConverterString.write(publicKey, into: &buf)
             
+        
+        case let .endpointNeeded(publicKey):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(publicKey, into: &buf)
+            
+        
+        case let .clusterJoined(vip,reflexiveEndpoint):
+            writeInt(&buf, Int32(7))
+            FfiConverterString.write(vip, into: &buf)
+            FfiConverterOptionString.write(reflexiveEndpoint, into: &buf)
+            
+        
+        case let .clusterRefused(reason):
+            writeInt(&buf, Int32(8))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .nucleusLost:
+            writeInt(&buf, Int32(9))
+        
+        
+        case let .memberJoined(publicKey,vip):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(publicKey, into: &buf)
+            FfiConverterString.write(vip, into: &buf)
+            
+        
+        case let .memberLeft(publicKey):
+            writeInt(&buf, Int32(11))
+            FfiConverterString.write(publicKey, into: &buf)
+            
+        
+        case let .memberSkipped(publicKey):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(publicKey, into: &buf)
+            
+        
+        case let .memberPathChanged(publicKey,relayed):
+            writeInt(&buf, Int32(13))
+            FfiConverterString.write(publicKey, into: &buf)
+            FfiConverterBool.write(relayed, into: &buf)
+            
+        
+        case .clusterLeft:
+            writeInt(&buf, Int32(14))
+        
         }
     }
 }
@@ -2815,6 +3878,30 @@ fileprivate struct FfiConverterOptionTypeLogSink: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeClusterStatus: FfiConverterRustBuffer {
+    typealias SwiftType = ClusterStatus?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeClusterStatus.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeClusterStatus.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeDatagram: FfiConverterRustBuffer {
     typealias SwiftType = Datagram?
 
@@ -2880,6 +3967,56 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceData: FfiConverterRustBuffer {
+    typealias SwiftType = [Data]
+
+    public static func write(_ value: [Data], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterData.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Data] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Data]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterData.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeClusterMember: FfiConverterRustBuffer {
+    typealias SwiftType = [ClusterMember]
+
+    public static func write(_ value: [ClusterMember], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeClusterMember.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ClusterMember] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ClusterMember]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeClusterMember.read(from: &buf))
         }
         return seq
     }
@@ -2984,6 +4121,31 @@ fileprivate struct FfiConverterSequenceTypePeerStatus: FfiConverterRustBuffer {
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer {
+    typealias SwiftType = [DatagramOutcome]
+
+    public static func write(_ value: [DatagramOutcome], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDatagramOutcome.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DatagramOutcome] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DatagramOutcome]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDatagramOutcome.read(from: &buf))
+        }
+        return seq
+    }
+}
 /**
  * A fresh private key (base64) from the OS's random generator.
  */
@@ -3014,11 +4176,34 @@ public func keyToBase64(key: Data)throws  -> String  {
 })
 }
 /**
+ * The datagram a host sends (bare, on its UDP socket) to a Nucleus's port to
+ * learn the Nucleus's public key when none was configured: trust on first
+ * use. Pin the answer (`parse_nucleus_key_reply`) and pass it to
+ * `join_cluster` from then on; a configured key is the strong form.
+ */
+public func nucleusKeyQuery() -> Data  {
+    return try!  FfiConverterData.lift(try! rustCall() {
+    uniffi_omni_ffi_fn_func_nucleus_key_query($0
+    )
+})
+}
+/**
  * The library's version.
  */
 public func omniVersion() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
     uniffi_omni_ffi_fn_func_omni_version($0
+    )
+})
+}
+/**
+ * The Nucleus's public key (base64) in its answer to `nucleus_key_query`,
+ * or None if the datagram is no such answer.
+ */
+public func parseNucleusKeyReply(datagram: Data) -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+    uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(
+        FfiConverterData.lower(datagram),$0
     )
 })
 }
@@ -3088,7 +4273,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_omni_ffi_checksum_func_key_to_base64() != 56278) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_omni_ffi_checksum_func_nucleus_key_query() != 11925) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_omni_ffi_checksum_func_omni_version() != 21516) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() != 29693) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_func_parse_wg_quick() != 31676) {
@@ -3112,16 +4303,25 @@ private let initializationResult: InitializationResult = {
     if (uniffi_omni_ffi_checksum_method_tunnel_add_peer() != 27303) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_omni_ffi_checksum_method_tunnel_cluster_status() != 21964) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() != 10215) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() != 49418) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() != 15958) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() != 16774) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_method_tunnel_interface_settings() != 42052) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() != 51918) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() != 14308) {
@@ -3148,7 +4348,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() != 32479) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 46433) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 42117) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_method_tunnel_public_key() != 62446) {
@@ -3163,6 +4363,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_omni_ffi_checksum_method_tunnel_send_ip() != 5656) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() != 59209) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() != 42759) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() != 5271) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3173,6 +4379,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() != 40356) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() != 48821) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() != 10988) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_omni_ffi_checksum_constructor_tunnel_new() != 2539) {

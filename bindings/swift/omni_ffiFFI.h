@@ -336,6 +336,16 @@ void uniffi_omni_ffi_fn_free_tunnel(void*_Nonnull ptr, RustCallStatus *_Nonnull 
 void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER
+void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(RustBuffer config, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER_WITH_CLOCK
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER_WITH_CLOCK
+void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(RustBuffer config, void*_Nonnull clock, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_NEW
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_NEW
 void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_new(RustBuffer config, RustCallStatus *_Nonnull out_status
@@ -351,6 +361,11 @@ void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_with_clock(RustBuffer config
 void uniffi_omni_ffi_fn_method_tunnel_add_peer(void*_Nonnull ptr, RustBuffer peer, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_CLUSTER_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_CLUSTER_STATUS
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_cluster_status(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_DRAIN_TRANSMITS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_DRAIN_TRANSMITS
 RustBuffer uniffi_omni_ffi_fn_method_tunnel_drain_transmits(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
@@ -361,6 +376,11 @@ RustBuffer uniffi_omni_ffi_fn_method_tunnel_drain_transmits(void*_Nonnull ptr, R
 RustBuffer uniffi_omni_ffi_fn_method_tunnel_handle_datagram(void*_Nonnull ptr, RustBuffer from, RustBuffer datagram, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_DATAGRAM_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_DATAGRAM_BATCH
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(void*_Nonnull ptr, RustBuffer datagrams, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_TIMEOUT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_TIMEOUT
 void uniffi_omni_ffi_fn_method_tunnel_handle_timeout(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
@@ -369,6 +389,11 @@ void uniffi_omni_ffi_fn_method_tunnel_handle_timeout(void*_Nonnull ptr, RustCall
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_INTERFACE_SETTINGS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_INTERFACE_SETTINGS
 RustBuffer uniffi_omni_ffi_fn_method_tunnel_interface_settings(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_LEAVE_CLUSTER
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_LEAVE_CLUSTER
+void uniffi_omni_ffi_fn_method_tunnel_leave_cluster(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_NEXT_TIMEOUT_MILLIS
@@ -436,6 +461,16 @@ uint32_t uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(void*_Nonnull ptr, R
 RustBuffer uniffi_omni_ffi_fn_method_tunnel_send_ip(void*_Nonnull ptr, RustBuffer packet, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SEND_IP_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SEND_IP_BATCH
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(void*_Nonnull ptr, RustBuffer packets, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_LOCAL_ENDPOINTS
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_LOCAL_ENDPOINTS
+void uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(void*_Nonnull ptr, RustBuffer endpoints, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_PEER_ENDPOINT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_PEER_ENDPOINT
 void uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(void*_Nonnull ptr, RustBuffer public_key, RustBuffer endpoint, RustCallStatus *_Nonnull out_status
@@ -467,10 +502,21 @@ RustBuffer uniffi_omni_ffi_fn_func_key_from_base64(RustBuffer text, RustCallStat
 RustBuffer uniffi_omni_ffi_fn_func_key_to_base64(RustBuffer key, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_NUCLEUS_KEY_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_NUCLEUS_KEY_QUERY
+RustBuffer uniffi_omni_ffi_fn_func_nucleus_key_query(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_OMNI_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_OMNI_VERSION
 RustBuffer uniffi_omni_ffi_fn_func_omni_version(RustCallStatus *_Nonnull out_status
     
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_PARSE_NUCLEUS_KEY_REPLY
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_PARSE_NUCLEUS_KEY_REPLY
+RustBuffer uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(RustBuffer datagram, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_PARSE_WG_QUICK
@@ -791,9 +837,21 @@ uint16_t uniffi_omni_ffi_checksum_func_key_to_base64(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_NUCLEUS_KEY_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_NUCLEUS_KEY_QUERY
+uint16_t uniffi_omni_ffi_checksum_func_nucleus_key_query(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_OMNI_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_OMNI_VERSION
 uint16_t uniffi_omni_ffi_checksum_func_omni_version(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_PARSE_NUCLEUS_KEY_REPLY
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_PARSE_NUCLEUS_KEY_REPLY
+uint16_t uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply(void
     
 );
 #endif
@@ -839,6 +897,12 @@ uint16_t uniffi_omni_ffi_checksum_method_tunnel_add_peer(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_CLUSTER_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_CLUSTER_STATUS
+uint16_t uniffi_omni_ffi_checksum_method_tunnel_cluster_status(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_DRAIN_TRANSMITS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_DRAIN_TRANSMITS
 uint16_t uniffi_omni_ffi_checksum_method_tunnel_drain_transmits(void
@@ -851,6 +915,12 @@ uint16_t uniffi_omni_ffi_checksum_method_tunnel_handle_datagram(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_HANDLE_DATAGRAM_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_HANDLE_DATAGRAM_BATCH
+uint16_t uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_HANDLE_TIMEOUT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_HANDLE_TIMEOUT
 uint16_t uniffi_omni_ffi_checksum_method_tunnel_handle_timeout(void
@@ -860,6 +930,12 @@ uint16_t uniffi_omni_ffi_checksum_method_tunnel_handle_timeout(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_INTERFACE_SETTINGS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_INTERFACE_SETTINGS
 uint16_t uniffi_omni_ffi_checksum_method_tunnel_interface_settings(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_LEAVE_CLUSTER
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_LEAVE_CLUSTER
+uint16_t uniffi_omni_ffi_checksum_method_tunnel_leave_cluster(void
     
 );
 #endif
@@ -941,6 +1017,18 @@ uint16_t uniffi_omni_ffi_checksum_method_tunnel_send_ip(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_SEND_IP_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_SEND_IP_BATCH
+uint16_t uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_SET_LOCAL_ENDPOINTS
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_SET_LOCAL_ENDPOINTS
+uint16_t uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_SET_PEER_ENDPOINT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_METHOD_TUNNEL_SET_PEER_ENDPOINT
 uint16_t uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint(void
@@ -962,6 +1050,18 @@ uint16_t uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_CONSTRUCTOR_TUNNEL_FROM_WG_QUICK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_CONSTRUCTOR_TUNNEL_FROM_WG_QUICK
 uint16_t uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER
+uint16_t uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER_WITH_CLOCK
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER_WITH_CLOCK
+uint16_t uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock(void
     
 );
 #endif

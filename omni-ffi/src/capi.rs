@@ -36,6 +36,13 @@ const _: () = assert!(OMNI_IN_PLACE_OFFSET == IN_PLACE_OFFSET);
 /// Extra bytes beyond a packet's length that an output buffer needs
 /// (header, padding, tag): `len + OMNI_OVERHEAD` always suffices, and at least 148.
 pub const OMNI_OVERHEAD: usize = 47;
+/// The same for a tunnel in a cluster (`omni_tunnel_join_cluster`), where a
+/// datagram to a relayed member is wrapped for the Nucleus. A smaller buffer
+/// gives `OMNI_RESULT_BUFFER_TOO_SMALL` with the size needed.
+pub const OMNI_CLUSTER_OVERHEAD: usize = 160;
+const _: () = assert!(OMNI_CLUSTER_OVERHEAD == crate::tunnel::CLUSTER_OVERHEAD);
+/// Bytes of `OmniEvent.detail`.
+pub const OMNI_DETAIL_LEN: usize = 48;
 
 /// An opaque tunnel handle.
 pub struct OmniTunnel {
@@ -77,6 +84,7 @@ pub struct OmniOutput {
     pub needed: usize,
 }
 
+/// What happened (see the uniffi `TunnelEvent` for the meaning of each).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OmniEventKind {
@@ -85,6 +93,27 @@ pub enum OmniEventKind {
     PeerDown = 2,
     EndpointChanged = 3,
     HandshakeFailed = 4,
+    /// A packet is queued for a peer with no endpoint (once per peer).
+    EndpointNeeded = 5,
+    /// Registered with the Nucleus: `detail` is our VIP, `endpoint` our
+    /// address as the Nucleus sees it (family 0 if unknown).
+    ClusterJoined = 6,
+    /// The Nucleus refused a request: `detail` is the reason (`vip-in-use`, …).
+    ClusterRefused = 7,
+    /// The Nucleus stopped answering: registering again.
+    NucleusLost = 8,
+    /// A member became a peer: `public_key`, `detail` its VIP.
+    MemberJoined = 9,
+    /// A member left or expired: `public_key`.
+    MemberLeft = 10,
+    /// A member could not become a peer: `public_key`.
+    MemberSkipped = 11,
+    /// A member's path changed: `public_key`, `relayed`.
+    MemberPathChanged = 12,
+    /// `omni_tunnel_leave_cluster` completed.
+    ClusterLeft = 13,
+    /// A later handshake while the peer was up (rekey, rehandshake): `initiator`.
+    SessionRenewed = 14,
 }
 
 /// An event; `public_key` is the peer's base64 key, NUL-terminated.
@@ -93,10 +122,51 @@ pub enum OmniEventKind {
 pub struct OmniEvent {
     pub kind: OmniEventKind,
     pub public_key: [c_char; OMNI_KEY_BUF_LEN],
-    /// The new endpoint (`EndpointChanged`).
+    /// The new endpoint (`EndpointChanged`), our reflexive address (`ClusterJoined`).
     pub endpoint: OmniEndpoint,
-    /// `PeerUp`: whether we initiated the handshake.
+    /// `PeerUp`, `SessionRenewed`: whether we initiated the handshake.
     pub initiator: bool,
+    /// `MemberPathChanged`: whether the member is now relayed by the Nucleus.
+    pub relayed: bool,
+    /// A VIP (`ClusterJoined`, `MemberJoined`) or a reason (`ClusterRefused`),
+    /// NUL-terminated; empty otherwise.
+    pub detail: [c_char; OMNI_DETAIL_LEN],
+}
+
+/// How `omni_tunnel_join_cluster` joins a cluster. Strings are
+/// NUL-terminated UTF-8; see the uniffi `ClusterConfig` for each field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct OmniClusterConfig {
+    /// Our private key (base64).
+    pub private_key: *const c_char,
+    /// `ip:port` or `host:port` (resolved now, blocking).
+    pub nucleus_endpoint: *const c_char,
+    /// The Nucleus's public key (base64).
+    pub nucleus_public_key: *const c_char,
+    pub cluster: *const c_char,
+    /// NULL or "": an unauthenticated cluster.
+    pub secret: *const c_char,
+    /// Our VIP with the cluster's prefix, e.g. `10.200.0.5/24`.
+    pub vip: *const c_char,
+    /// NULL, or our IPv6 VIP for a dual-stack member (`vip` is then IPv4).
+    pub vip6: *const c_char,
+    /// The port the host binds (0: any).
+    pub listen_port: u16,
+    /// 0: the default (1420).
+    pub mtu: u16,
+}
+
+/// Where the registration stands (`omni_tunnel_cluster_state`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OmniClusterState {
+    /// Not a cluster tunnel.
+    NotInCluster = 0,
+    Connecting = 1,
+    Registering = 2,
+    Registered = 3,
+    Left = 4,
 }
 
 /// A peer's counters.
@@ -140,8 +210,13 @@ fn socket_addr_of(e: &OmniEndpoint) -> Option<SocketAddr> {
 }
 
 fn key_buf(s: &str) -> [c_char; OMNI_KEY_BUF_LEN] {
-    let mut b = [0 as c_char; OMNI_KEY_BUF_LEN];
-    for (d, &c) in b.iter_mut().zip(s.as_bytes().iter().take(OMNI_KEY_BUF_LEN - 1)) {
+    text_buf(s)
+}
+
+/// `s` truncated to `N - 1` bytes and NUL-terminated.
+fn text_buf<const N: usize>(s: &str) -> [c_char; N] {
+    let mut b = [0 as c_char; N];
+    for (d, &c) in b.iter_mut().zip(s.as_bytes().iter().take(N.saturating_sub(1))) {
         *d = c as c_char;
     }
     b
@@ -281,6 +356,134 @@ pub unsafe extern "C" fn omni_tunnel_new_from_wg_quick(
                 OmniResult::from(&e)
             }
         }
+    })
+}
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn c_string(p: *const c_char, what: &str) -> Result<String, String> {
+    if p.is_null() {
+        return Err(format!("{what} is NULL"));
+    }
+    // SAFETY: NUL-terminated per the contract.
+    unsafe { CStr::from_ptr(p) }.to_str().map(str::to_owned).map_err(|_| format!("{what} is not UTF-8"))
+}
+
+/// Creates a tunnel that joins a cluster through its Nucleus (see
+/// `Tunnel.join_cluster`). Nothing is sent yet: drain
+/// `omni_tunnel_poll_transmit`, then drive it like any tunnel (packet
+/// buffers need `OMNI_CLUSTER_OVERHEAD`); events tell when it registered and
+/// which members joined. On error, a message goes to `err` (truncated to
+/// `err_cap`) and `*out` is set to NULL.
+///
+/// # Safety
+/// `config` is NULL or readable, its strings NUL-terminated (`secret` may be
+/// NULL); `out` is writable; `err` is NULL or valid for `err_cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn omni_tunnel_join_cluster(
+    config: *const OmniClusterConfig,
+    out: *mut *mut OmniTunnel,
+    err: *mut c_char,
+    err_cap: usize,
+) -> OmniResult {
+    guard(|| {
+        if out.is_null() {
+            return OmniResult::NullArgument;
+        }
+        // SAFETY: checked non-NULL above.
+        unsafe { out.write(std::ptr::null_mut()) };
+        // SAFETY: NULL or readable per the contract.
+        let Some(c) = (unsafe { config.as_ref() }) else { return OmniResult::NullArgument };
+        let strings = (|| -> Result<_, String> {
+            // SAFETY: NUL-terminated strings per the contract.
+            unsafe {
+                Ok((
+                    c_string(c.private_key, "private_key")?,
+                    c_string(c.nucleus_endpoint, "nucleus_endpoint")?,
+                    c_string(c.nucleus_public_key, "nucleus_public_key")?,
+                    c_string(c.cluster, "cluster")?,
+                    if c.secret.is_null() { String::new() } else { c_string(c.secret, "secret")? },
+                    c_string(c.vip, "vip")?,
+                    if c.vip6.is_null() { None } else { Some(c_string(c.vip6, "vip6")?) },
+                ))
+            }
+        })();
+        let (private_key, nucleus_endpoint, nucleus_public_key, cluster, secret, vip, vip6) = match strings {
+            Ok(s) => s,
+            Err(msg) => {
+                unsafe { write_message(&msg, err, err_cap) };
+                return OmniResult::NullArgument;
+            }
+        };
+        let cfg = crate::ClusterConfig {
+            private_key,
+            nucleus_endpoint,
+            nucleus_public_key,
+            cluster,
+            secret,
+            vip,
+            vip6,
+            listen_port: (c.listen_port != 0).then_some(c.listen_port),
+            local_endpoints: Vec::new(),
+            dns: Vec::new(),
+            mtu: (c.mtu != 0).then_some(c.mtu),
+            mesh_keepalive: None,
+        };
+        match Tunnel::build_cluster(cfg, crate::clock::Clock::System) {
+            Ok(t) => {
+                let h = Box::new(OmniTunnel { tunnel: Arc::new(t) });
+                // SAFETY: checked non-NULL above.
+                unsafe { out.write(Box::into_raw(h)) };
+                OmniResult::Ok
+            }
+            Err(e) => {
+                unsafe { write_message(&e.to_string(), err, err_cap) };
+                OmniResult::from(&e)
+            }
+        }
+    })
+}
+
+/// Leaves the cluster: members are removed and a `Leave` is queued for the
+/// Nucleus (drain `omni_tunnel_poll_transmit` before closing the socket).
+/// `OMNI_RESULT_INVALID_ARGUMENT` for a tunnel not in a cluster.
+///
+/// # Safety
+/// `t` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn omni_tunnel_leave_cluster(t: *const OmniTunnel) -> OmniResult {
+    guard(|| {
+        let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
+        if !t.is_cluster() {
+            return OmniResult::InvalidArgument;
+        }
+        t.leave_cluster();
+        OmniResult::Ok
+    })
+}
+
+/// Where the registration stands, in `*state` (`NOT_IN_CLUSTER` for a tunnel
+/// of configured peers).
+///
+/// # Safety
+/// `t` live; `state` writable.
+#[no_mangle]
+pub unsafe extern "C" fn omni_tunnel_cluster_state(t: *const OmniTunnel, state: *mut OmniClusterState) -> OmniResult {
+    guard(|| {
+        let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
+        if state.is_null() {
+            return OmniResult::NullArgument;
+        }
+        let s = match t.cluster_status().map(|s| s.state) {
+            None => OmniClusterState::NotInCluster,
+            Some(crate::ClusterState::Connecting) => OmniClusterState::Connecting,
+            Some(crate::ClusterState::Registering) => OmniClusterState::Registering,
+            Some(crate::ClusterState::Registered) => OmniClusterState::Registered,
+            Some(crate::ClusterState::Left) => OmniClusterState::Left,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { state.write(s) };
+        OmniResult::Ok
     })
 }
 
@@ -494,7 +697,8 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram_in_place(
 }
 
 /// The next datagram to send (`result->kind == NETWORK`), or `NONE`. Call
-/// until `NONE` after every other call.
+/// until `NONE` after every other call. For a tunnel in a cluster, `out` needs
+/// room for relay framing: the largest datagram + 100 bytes (1700 always suffice).
 ///
 /// # Safety
 /// `t` live; `out` valid for `out_cap` bytes; `result` NULL or writable.
@@ -570,11 +774,18 @@ pub unsafe extern "C" fn omni_tunnel_poll_event(t: *const OmniTunnel, event: *mu
             public_key: [0; OMNI_KEY_BUF_LEN],
             endpoint: OmniEndpoint::default(),
             initiator: false,
+            relayed: false,
+            detail: [0; OMNI_DETAIL_LEN],
         };
         match t.next_event() {
             None => {}
             Some(TunnelEvent::PeerUp { public_key, initiator }) => {
                 ev.kind = OmniEventKind::PeerUp;
+                ev.public_key = key_buf(&public_key);
+                ev.initiator = initiator;
+            }
+            Some(TunnelEvent::SessionRenewed { public_key, initiator }) => {
+                ev.kind = OmniEventKind::SessionRenewed;
                 ev.public_key = key_buf(&public_key);
                 ev.initiator = initiator;
             }
@@ -591,6 +802,39 @@ pub unsafe extern "C" fn omni_tunnel_poll_event(t: *const OmniTunnel, event: *mu
                 ev.kind = OmniEventKind::HandshakeFailed;
                 ev.public_key = key_buf(&public_key);
             }
+            Some(TunnelEvent::EndpointNeeded { public_key }) => {
+                ev.kind = OmniEventKind::EndpointNeeded;
+                ev.public_key = key_buf(&public_key);
+            }
+            Some(TunnelEvent::ClusterJoined { vip, reflexive_endpoint }) => {
+                ev.kind = OmniEventKind::ClusterJoined;
+                ev.detail = text_buf(&vip);
+                ev.endpoint = reflexive_endpoint.and_then(|e| e.parse().ok()).map(endpoint_of).unwrap_or_default();
+            }
+            Some(TunnelEvent::ClusterRefused { reason }) => {
+                ev.kind = OmniEventKind::ClusterRefused;
+                ev.detail = text_buf(&reason);
+            }
+            Some(TunnelEvent::NucleusLost) => ev.kind = OmniEventKind::NucleusLost,
+            Some(TunnelEvent::MemberJoined { public_key, vip }) => {
+                ev.kind = OmniEventKind::MemberJoined;
+                ev.public_key = key_buf(&public_key);
+                ev.detail = text_buf(&vip);
+            }
+            Some(TunnelEvent::MemberLeft { public_key }) => {
+                ev.kind = OmniEventKind::MemberLeft;
+                ev.public_key = key_buf(&public_key);
+            }
+            Some(TunnelEvent::MemberSkipped { public_key }) => {
+                ev.kind = OmniEventKind::MemberSkipped;
+                ev.public_key = key_buf(&public_key);
+            }
+            Some(TunnelEvent::MemberPathChanged { public_key, relayed }) => {
+                ev.kind = OmniEventKind::MemberPathChanged;
+                ev.public_key = key_buf(&public_key);
+                ev.relayed = relayed;
+            }
+            Some(TunnelEvent::ClusterLeft) => ev.kind = OmniEventKind::ClusterLeft,
         }
         // SAFETY: checked non-NULL.
         unsafe { event.write(ev) };
@@ -626,7 +870,7 @@ pub unsafe extern "C" fn omni_tunnel_notify_wake(t: *const OmniTunnel, now_ns: u
     })
 }
 
-/// Number of peers in `*count`.
+/// Number of peers in `*count` (configured peers and cluster members; not the Nucleus).
 ///
 /// # Safety
 /// `t` live; `count` writable.
@@ -637,7 +881,7 @@ pub unsafe extern "C" fn omni_tunnel_peer_count(t: *const OmniTunnel, count: *mu
         if count.is_null() {
             return OmniResult::NullArgument;
         }
-        let n = t.lock().node.peer_count();
+        let n = t.stats().peers.len();
         // SAFETY: checked non-NULL.
         unsafe { count.write(n) };
         OmniResult::Ok

@@ -150,8 +150,17 @@ pub(crate) fn parse_endpoint(s: &str) -> Result<EndpointSpec, TunnelError> {
 pub(crate) fn validate(cfg: &TunnelConfig) -> Result<(Interface, Vec<Peer>), TunnelError> {
     let secret = parse_private_key(&cfg.private_key)?;
     let addresses = cfg.addresses.iter().map(|a| parse_address(a)).collect::<Result<Vec<_>, _>>()?;
+    let (dns_servers, search_domains) = parse_dns(&cfg.dns)?;
+    let mtu = cfg.mtu.unwrap_or(DEFAULT_MTU);
+    check_mtu(mtu)?;
+    let peers = cfg.peers.iter().map(validate_peer).collect::<Result<Vec<_>, _>>()?;
+    Ok((Interface { secret, listen_port: cfg.listen_port, addresses, dns_servers, search_domains, mtu }, peers))
+}
+
+/// `DNS` entries: server addresses and search domains.
+pub(crate) fn parse_dns(list: &[String]) -> Result<(Vec<IpAddr>, Vec<String>), TunnelError> {
     let (mut dns_servers, mut search_domains) = (Vec::new(), Vec::new());
-    for d in &cfg.dns {
+    for d in list {
         let d = d.trim();
         match d.parse::<IpAddr>() {
             Ok(ip) => dns_servers.push(ip),
@@ -159,12 +168,14 @@ pub(crate) fn validate(cfg: &TunnelConfig) -> Result<(Interface, Vec<Peer>), Tun
             Err(_) => return Err(TunnelError::address(d, "not a DNS server or search domain")),
         }
     }
-    let mtu = cfg.mtu.unwrap_or(DEFAULT_MTU);
+    Ok((dns_servers, search_domains))
+}
+
+pub(crate) fn check_mtu(mtu: u16) -> Result<(), TunnelError> {
     if mtu < MIN_MTU {
         return Err(TunnelError::config(0, format!("MTU {mtu} is below {MIN_MTU}")));
     }
-    let peers = cfg.peers.iter().map(validate_peer).collect::<Result<Vec<_>, _>>()?;
-    Ok((Interface { secret, listen_port: cfg.listen_port, addresses, dns_servers, search_domains, mtu }, peers))
+    Ok(())
 }
 
 /// Validates one `[Peer]`.

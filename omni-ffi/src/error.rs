@@ -2,6 +2,9 @@
 //! the C API and JNI.
 
 use omni_core::node::{AddPeerError, RecvError, RouteError, SendError};
+use omni_core::nucleus::client::{ControlError, StartError};
+
+use crate::tunnel::RxError;
 
 /// Errors of the tunnel API. In Kotlin this is `TunnelException`, in Swift
 /// `TunnelError`, in Python `TunnelError`; each variant is its own subclass
@@ -45,6 +48,9 @@ pub enum TunnelError {
     /// A caller-supplied buffer is too small; `needed` bytes are required.
     #[error("buffer too small: {needed} bytes needed")]
     BufferTooSmall { needed: u64 },
+    /// A cluster operation on a tunnel that did not join a cluster.
+    #[error("the tunnel is not in a cluster (create it with join_cluster)")]
+    NotInCluster,
     /// A bug in omni-ffi (never expected; reported instead of crashing).
     #[error("internal error: {detail}")]
     Internal { detail: String },
@@ -100,7 +106,7 @@ impl From<&TunnelError> for OmniResult {
                 OmniResult::InvalidConfig
             }
             TunnelError::InvalidKey { .. } => OmniResult::InvalidKey,
-            TunnelError::InvalidAddress { .. } => OmniResult::InvalidArgument,
+            TunnelError::InvalidAddress { .. } | TunnelError::NotInCluster => OmniResult::InvalidArgument,
             TunnelError::NoRoute => OmniResult::NoRoute,
             TunnelError::NotIp => OmniResult::NotIp,
             TunnelError::NoEndpoint { .. } => OmniResult::NoEndpoint,
@@ -126,15 +132,22 @@ pub(crate) fn send_code(e: SendError) -> (OmniResult, usize) {
 }
 
 /// A receive-path error as a result code and, for a too-small buffer, the size needed.
-pub(crate) fn recv_code(e: RecvError) -> (OmniResult, usize) {
+pub(crate) fn recv_code(e: RxError) -> (OmniResult, usize) {
     match e {
-        RecvError::BufferTooSmall { needed } => (OmniResult::BufferTooSmall, needed),
+        RxError::Recv(RecvError::BufferTooSmall { needed }) => (OmniResult::BufferTooSmall, needed),
         _ => (OmniResult::Dropped, 0),
     }
 }
 
 /// Why a datagram was dropped, as a short stable word (logs, stats, the uniffi outcome).
-pub(crate) fn recv_reason(e: RecvError) -> &'static str {
+pub(crate) fn recv_reason(e: RxError) -> &'static str {
+    let e = match e {
+        RxError::Recv(e) => e,
+        RxError::Signaling(ControlError::NotNucleus) => return "signaling-not-nucleus",
+        RxError::Signaling(ControlError::Malformed(_)) => return "signaling-malformed",
+        RxError::Signaling(ControlError::UnknownRelayPeer) => return "relay-unknown-peer",
+        RxError::Signaling(_) => return "signaling-unexpected",
+    };
     match e {
         RecvError::BufferTooSmall { .. } => "buffer-too-small",
         RecvError::Malformed(_) => "malformed",
@@ -151,6 +164,7 @@ pub(crate) fn recv_reason(e: RecvError) -> &'static str {
         RecvError::NotIp => "not-ip",
         RecvError::DisallowedSource { .. } => "disallowed-source",
         RecvError::NoPrivateKey => "no-private-key",
+        RecvError::ControlPayload { .. } => "control-payload",
         _ => "rejected",
     }
 }
@@ -167,5 +181,16 @@ pub(crate) fn route_error(e: RouteError, key: &str) -> TunnelError {
     match e {
         RouteError::UnknownPeer => TunnelError::UnknownPeer { public_key: key.to_owned() },
         _ => TunnelError::TableFull,
+    }
+}
+
+/// Why the Nucleus client could not start.
+pub(crate) fn start_error(e: StartError) -> TunnelError {
+    match e {
+        StartError::BadNucleusKey => {
+            TunnelError::InvalidKey { detail: "the Nucleus key is a low-order point or our own key".to_owned() }
+        }
+        StartError::AddPeer(e) => add_peer_error(e, "the Nucleus"),
+        other => TunnelError::Internal { detail: format!("cannot start the Nucleus client: {other:?}") },
     }
 }

@@ -5,7 +5,8 @@
 //! and the system clock.
 //!
 //! - **uniffi** (Kotlin, Swift, Python): [`Tunnel`], [`TunnelConfig`],
-//!   [`parse_wg_quick`], key helpers, [`HostClock`] and [`LogSink`] foreign traits.
+//!   [`parse_wg_quick`], key helpers, [`HostClock`] and [`LogSink`] foreign traits;
+//!   cluster membership through a Nucleus ([`Tunnel::join_cluster`], [`ClusterConfig`]).
 //!   Errors are [`TunnelError`] in every language; uniffi turns a Rust panic
 //!   into an exception of its own.
 //! - **C** (`bindings/c/omni.h`, cbindgen): opaque handles, result codes,
@@ -20,6 +21,7 @@ uniffi::setup_scaffolding!();
 
 pub mod capi;
 mod clock;
+mod cluster;
 mod config;
 mod error;
 pub mod jni_api;
@@ -27,6 +29,7 @@ mod logging;
 mod tunnel;
 
 pub use clock::{system_now_nanos, HostClock};
+pub use cluster::{ClusterConfig, ClusterMember, ClusterState, ClusterStatus, MemberPath};
 pub use config::{InterfaceSettings, IpNetwork, PeerSpec, TunnelConfig};
 pub use error::{OmniResult, TunnelError};
 pub use logging::{set_log_sink, LogLevel, LogSink};
@@ -72,6 +75,22 @@ pub fn key_to_base64(key: Vec<u8>) -> Result<String, TunnelError> {
 #[uniffi::export]
 pub fn key_from_base64(text: String) -> Result<Vec<u8>, TunnelError> {
     Ok(config::parse_public_key(&text)?.0.to_vec())
+}
+
+/// The datagram a host sends (bare, on its UDP socket) to a Nucleus's port to
+/// learn the Nucleus's public key when none was configured: trust on first
+/// use. Pin the answer (`parse_nucleus_key_reply`) and pass it to
+/// `join_cluster` from then on; a configured key is the strong form.
+#[uniffi::export]
+pub fn nucleus_key_query() -> Vec<u8> {
+    cluster::key_query()
+}
+
+/// The Nucleus's public key (base64) in its answer to `nucleus_key_query`,
+/// or None if the datagram is no such answer.
+#[uniffi::export]
+pub fn parse_nucleus_key_reply(datagram: Vec<u8>) -> Option<String> {
+    cluster::parse_key_reply(&datagram).map(|k| k.to_base64().as_str().to_owned())
 }
 
 /// The library's version.

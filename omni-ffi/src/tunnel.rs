@@ -1,18 +1,23 @@
 //! `Tunnel`: one omni-core `Node` behind a mutex, with the clock, the peers'
-//! configured endpoints and event translation. The uniffi methods live here;
-//! the C API and JNI call the `pub(crate)` buffer-based methods.
+//! configured endpoints and event translation, and (for a tunnel created by
+//! `join_cluster`) omni-core's Nucleus client driving cluster membership.
+//! The uniffi methods live here; the C API and JNI call the `pub(crate)`
+//! buffer-based methods, which follow the Nucleus client's calling rules
+//! too, so every front end works in a cluster.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use omni_core::node::{Event, Received, Sent};
+use omni_core::node::{Event, Incoming, Received, RecvError, SendError, Sent, IN_PLACE_OFFSET};
+use omni_core::nucleus::client::ControlError;
 use omni_core::storage::Heap;
-use omni_core::{Instant, Node, NodeConfig, PeerConfig, PeerId, PublicKey, Transmit, WallTime};
+use omni_core::{AllowedIp, Instant, Node, NodeConfig, PeerConfig, PeerId, PublicKey, Transmit, WallTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use crate::clock::{Clock, HostClock};
+use crate::cluster::{self, Client, Cluster, ClusterConfig, ClusterMember, ClusterStatus, Membership};
 use crate::config::{self, EndpointSpec, InterfaceSettings, IpNetwork, PeerSpec, TunnelConfig};
 use crate::error::{self, TunnelError};
 
@@ -22,20 +27,76 @@ pub(crate) type Crypto = omni_core::crypto::DefaultProvider;
 pub(crate) type CoreNode = Node<Crypto, ChaCha20Rng, Heap>;
 
 /// Room for any datagram or packet the tunnel handles: a 64 KiB IP packet plus
-/// WireGuard's header, padding and tag.
-pub(crate) const MAX_DATAGRAM: usize = 65535 + 64;
+/// WireGuard's header, padding and tag, and relay framing in a cluster.
+pub(crate) const MAX_DATAGRAM: usize = 65535 + 256;
+
+/// Bytes beyond a packet's length an output buffer needs in a cluster, where
+/// a datagram to a relayed member is wrapped for the Nucleus: the WireGuard
+/// datagram (len + 47 at most) inside a `RelayData` (4 + 32 bytes) inside the
+/// Nucleus session (16 + padding 15 + tag 16): len + 130; rounded up.
+pub(crate) const CLUSTER_OVERHEAD: usize = 160;
+
+/// A handshake initiation: its length and first byte (message type 1).
+const INITIATION_LEN: usize = 148;
+const MSG_INITIATION: u8 = 1;
+
+/// Events kept for a host that does not poll them; the oldest go first.
+const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Why a received datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RxError {
+    Recv(RecvError),
+    /// A signaling payload from the Nucleus the client refused.
+    Signaling(ControlError),
+}
+
+impl From<RecvError> for RxError {
+    fn from(e: RecvError) -> Self {
+        RxError::Recv(e)
+    }
+}
 
 /// Something that happened in the tunnel (`Tunnel.poll_event`).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum TunnelEvent {
     /// The first handshake with the peer completed (or the first after it went down).
     PeerUp { public_key: String, initiator: bool },
+    /// A later handshake completed while the peer was up: a rekey (every 2
+    /// minutes of traffic) or a rehandshake after wake or a network change.
+    /// With `PeerUp` it tells a first handshake from a renewal.
+    SessionRenewed { public_key: String, initiator: bool },
     /// The peer's keys expired after a long silence; it is down until the next handshake.
     PeerDown { public_key: String },
     /// The peer's endpoint moved (it roamed, or a host re-resolved it).
     EndpointChanged { public_key: String, endpoint: String },
     /// A handshake attempt timed out (90 s without an answer); queued packets were dropped.
     HandshakeFailed { public_key: String },
+    /// A packet is queued for a peer that has no endpoint: no handshake can
+    /// start until the host sets one (`set_peer_endpoint`, `resolve_endpoints`)
+    /// or the peer contacts us. Once per peer until it has an endpoint.
+    EndpointNeeded { public_key: String },
+    /// Registered with the Nucleus (again, after `NucleusLost`). `vip` is ours;
+    /// `reflexive_endpoint` our address as the Nucleus sees it.
+    ClusterJoined { vip: String, reflexive_endpoint: Option<String> },
+    /// The Nucleus refused a request; registration retries with backoff.
+    /// `reason`: `vip-in-use`, `unauthorized`, `capacity`, `rate-limited`, …
+    ClusterRefused { reason: String },
+    /// The Nucleus stopped answering (or forgot us): registering again.
+    /// Members stay peers meanwhile.
+    NucleusLost,
+    /// A member of the cluster became a peer (its VIP routes to it).
+    MemberJoined { public_key: String, vip: String },
+    /// A member left or expired; its peer and route are gone.
+    MemberLeft { public_key: String },
+    /// A member could not become a peer (the peer table is full, or the key
+    /// is configured as a peer already).
+    MemberSkipped { public_key: String },
+    /// A member is now reached through the Nucleus's relay (`relayed`), or
+    /// directly (again).
+    MemberPathChanged { public_key: String, relayed: bool },
+    /// `leave_cluster` completed (drain `poll_transmit` to tell the Nucleus).
+    ClusterLeft,
 }
 
 /// What became of a received datagram.
@@ -83,6 +144,8 @@ pub struct TunnelStats {
     pub datagrams_rejected: u64,
     /// Events lost because the host did not poll them.
     pub events_dropped: u64,
+    /// Packets `send_ip_batch` could not send (no route, not IP, …).
+    pub packets_dropped: u64,
 }
 
 struct PeerMeta {
@@ -90,13 +153,230 @@ struct PeerMeta {
     /// A host name from the config, re-resolved by `resolve_endpoints`.
     hostname: Option<(String, u16)>,
     up: bool,
+    /// Added by the Nucleus client (a cluster member), not by the host.
+    member: bool,
+    /// `EndpointNeeded` was reported and the peer has no endpoint yet.
+    endpoint_needed: bool,
+    /// We sent an initiation and no handshake completed or failed since.
+    handshaking: bool,
+}
+
+impl PeerMeta {
+    fn new(public_key: PublicKey, hostname: Option<(String, u16)>, member: bool) -> Self {
+        PeerMeta { public_key, hostname, up: false, member, endpoint_needed: false, handshaking: false }
+    }
 }
 
 pub(crate) struct State {
     pub(crate) node: CoreNode,
     peers: BTreeMap<PeerId, PeerMeta>,
     events: VecDeque<TunnelEvent>,
+    events_lost: u64,
     rejected: u64,
+    packets_dropped: u64,
+    cluster: Option<Cluster>,
+}
+
+/// A received datagram's result as the uniffi outcome (`out` holds the output).
+fn outcome(r: Received, mut out: Vec<u8>) -> DatagramOutcome {
+    match r {
+        Received::Done => DatagramOutcome::Done,
+        Received::Reply { len } => {
+            out.truncate(len);
+            DatagramOutcome::Reply { datagram: out }
+        }
+        Received::Packet { len, .. } => {
+            out.truncate(len);
+            DatagramOutcome::Packet { packet: out }
+        }
+    }
+}
+
+fn push_event(events: &mut VecDeque<TunnelEvent>, lost: &mut u64, e: TunnelEvent) {
+    if events.len() >= MAX_QUEUED_EVENTS {
+        events.pop_front();
+        *lost = lost.saturating_add(1);
+    }
+    events.push_back(e);
+}
+
+/// A node event as the host sees it (`None`: nothing to report). `nucleus`:
+/// the Nucleus's peer, whose handshakes are infrastructure, not events.
+fn translate(
+    node: &CoreNode,
+    peers: &mut BTreeMap<PeerId, PeerMeta>,
+    nucleus: Option<PeerId>,
+    e: Event,
+) -> Option<TunnelEvent> {
+    let peer = match e {
+        Event::HandshakeCompleted { peer, .. }
+        | Event::EndpointChanged { peer, .. }
+        | Event::HandshakeFailed { peer }
+        | Event::KeysExpired { peer } => peer,
+        _ => return None,
+    };
+    if Some(peer) == nucleus {
+        return None;
+    }
+    let m = match peers.entry(peer) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        // A member the client added in this same call: its PeerAdded comes next.
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(PeerMeta::new(node.peer_stats(peer)?.public_key, None, nucleus.is_some()))
+        }
+    };
+    let key = key_string(&m.public_key);
+    let translated = match e {
+        Event::HandshakeCompleted { initiator, .. } => {
+            m.endpoint_needed = false;
+            m.handshaking = false;
+            if m.up {
+                TunnelEvent::SessionRenewed { public_key: key, initiator }
+            } else {
+                m.up = true;
+                TunnelEvent::PeerUp { public_key: key, initiator }
+            }
+        }
+        Event::EndpointChanged { endpoint, .. } => {
+            m.endpoint_needed = false;
+            TunnelEvent::EndpointChanged { public_key: key, endpoint: endpoint.to_string() }
+        }
+        Event::HandshakeFailed { .. } => {
+            m.handshaking = false;
+            TunnelEvent::HandshakeFailed { public_key: key }
+        }
+        Event::KeysExpired { .. } => {
+            if !m.up {
+                return None;
+            }
+            m.up = false;
+            TunnelEvent::PeerDown { public_key: key }
+        }
+        _ => return None,
+    };
+    log::debug!("peer {}: {translated:?}", peer.0);
+    Some(translated)
+}
+
+impl State {
+    /// Cluster mode: hands every node event to the Nucleus client (its
+    /// calling rules: after every node call) and turns node and client events
+    /// into tunnel events. A plain tunnel translates lazily in `next_event`.
+    fn pump(&mut self, now: Instant) {
+        let State { node, peers, events, events_lost, cluster, .. } = self;
+        let Some(c) = cluster.as_mut() else { return };
+        let nucleus = Some(c.nucleus_peer);
+        loop {
+            let mut any = false;
+            while let Some(e) = node.poll_event() {
+                any = true;
+                c.client.handle_node_event(now, node, &e);
+                if let Some(t) = translate(node, peers, nucleus, e) {
+                    push_event(events, events_lost, t);
+                }
+            }
+            while let Some(ce) = c.client.poll_event() {
+                any = true;
+                let key_of = |p: PeerId| node.peer_stats(p).map(|s| s.public_key);
+                match cluster::membership(ce, key_of) {
+                    Some(Membership::Added { peer, key, vip }) => {
+                        if peers.get(&peer).is_none_or(|m| m.public_key != key) {
+                            peers.insert(peer, PeerMeta::new(key, None, true));
+                        }
+                        log::info!("member {vip} joined");
+                        let e = TunnelEvent::MemberJoined { public_key: key_string(&key), vip: vip.to_string() };
+                        push_event(events, events_lost, e);
+                    }
+                    Some(Membership::Removed { peer, key }) => {
+                        if peers.get(&peer).is_some_and(|m| m.public_key == key) {
+                            peers.remove(&peer);
+                        }
+                        push_event(events, events_lost, TunnelEvent::MemberLeft { public_key: key_string(&key) });
+                    }
+                    Some(Membership::Other(t)) => {
+                        log::debug!("cluster: {t:?}");
+                        push_event(events, events_lost, t);
+                    }
+                    None => {}
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    /// A packet was queued for `peer`: tell the host once if it cannot be sent
+    /// anywhere (no endpoint, so no handshake can start).
+    fn queued(&mut self, peer: PeerId) {
+        let no_endpoint = self.node.peer_stats(peer).is_some_and(|s| s.endpoint.is_none());
+        let Some(m) = self.peers.get_mut(&peer) else { return };
+        if no_endpoint && !m.endpoint_needed {
+            m.endpoint_needed = true;
+            let e = TunnelEvent::EndpointNeeded { public_key: key_string(&m.public_key) };
+            push_event(&mut self.events, &mut self.events_lost, e);
+        }
+    }
+
+    /// After `send_ip*`: a datagram for a relayed member goes through the
+    /// Nucleus (wrapped in place in `buf`).
+    fn sent(
+        &mut self,
+        now: Instant,
+        r: Result<Sent, SendError>,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, SendError> {
+        let out = match r? {
+            Sent::Transmit(t) => match self.cluster.as_mut() {
+                None => return Ok(Some(t)),
+                Some(c) => c.client.route_transmit(now, &mut self.node, t, buf),
+            },
+            Sent::Queued { peer } => {
+                self.queued(peer);
+                Ok(None)
+            }
+        };
+        self.pump(now);
+        out
+    }
+
+    /// After `handle_datagram*_with_control`: a signaling payload
+    /// (`payload_at..+len` of `buf`) goes to the Nucleus client, which may
+    /// decrypt a relayed packet into `buf[out_at..]`.
+    fn received(
+        &mut self,
+        now: Instant,
+        r: Result<Incoming, RecvError>,
+        buf: &mut [u8],
+        payload_at: usize,
+        out_at: usize,
+    ) -> Result<Received, RxError> {
+        let r = match r {
+            Ok(Incoming::Received(r)) => Ok(r),
+            Ok(Incoming::Control { peer, len }) => match self.cluster.as_mut() {
+                // Only a cluster marks control peers.
+                None => Err(RxError::Recv(RecvError::ControlPayload { peer })),
+                Some(c) => {
+                    let payload = buf.get(payload_at..payload_at.saturating_add(len)).unwrap_or(&[]);
+                    c.scratch.clear();
+                    c.scratch.extend_from_slice(payload);
+                    let out = buf.get_mut(out_at..).unwrap_or(&mut []);
+                    match c.client.handle_control(now, &mut self.node, peer, &c.scratch, out) {
+                        Ok(Some((peer, len))) => Ok(Received::Packet { peer, len }),
+                        Ok(None) => Ok(Received::Done),
+                        Err(ControlError::Relay(e)) => Err(RxError::Recv(e)),
+                        Err(e) => Err(RxError::Signaling(e)),
+                    }
+                }
+            },
+            Err(e) => Err(RxError::Recv(e)),
+        };
+        self.pump(now);
+        if r.is_err() {
+            self.rejected = self.rejected.saturating_add(1);
+        }
+        r
+    }
 }
 
 /// A WireGuard tunnel: the omni-core state machine plus what a phone host
@@ -132,29 +412,65 @@ fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
 }
 
 impl Tunnel {
-    pub(crate) fn build(cfg: &TunnelConfig, clock: Clock) -> Result<Tunnel, TunnelError> {
-        crate::logging::init();
-        let (interface, peers) = config::validate(cfg)?;
+    fn assemble(interface: config::Interface, clock: Clock) -> Result<Tunnel, TunnelError> {
         let rng = ChaCha20Rng::from_rng(rand_core::OsRng)
             .map_err(|e| TunnelError::Internal { detail: format!("no system randomness: {e}") })?;
         let node = Node::new(
             NodeConfig { private_key: Some(interface.secret.clone()), mtu: interface.mtu, ..NodeConfig::default() },
             rng,
         );
-        let tunnel = Tunnel {
-            state: Mutex::new(State { node, peers: BTreeMap::new(), events: VecDeque::new(), rejected: 0 }),
-            clock,
-            interface,
+        let state = State {
+            node,
+            peers: BTreeMap::new(),
+            events: VecDeque::new(),
+            events_lost: 0,
+            rejected: 0,
+            packets_dropped: 0,
+            cluster: None,
         };
+        let tunnel = Tunnel { state: Mutex::new(state), clock, interface };
+        let now = tunnel.now();
+        tunnel.lock().node.set_wall_time(now, WallTime::now_system());
+        Ok(tunnel)
+    }
+
+    pub(crate) fn build(cfg: &TunnelConfig, clock: Clock) -> Result<Tunnel, TunnelError> {
+        crate::logging::init();
+        let (interface, peers) = config::validate(cfg)?;
+        let tunnel = Self::assemble(interface, clock)?;
         {
             let now = tunnel.now();
             let mut st = lock(&tunnel.state);
-            st.node.set_wall_time(now, WallTime::now_system());
             for p in peers {
                 Self::add_peer_locked(&mut st, now, p)?;
             }
         }
         log::info!("tunnel created with {} peer(s)", cfg.peers.len());
+        Ok(tunnel)
+    }
+
+    /// A tunnel whose peers are the members of a cluster (see `cluster.rs`).
+    pub(crate) fn build_cluster(cfg: ClusterConfig, clock: Clock) -> Result<Tunnel, TunnelError> {
+        crate::logging::init();
+        let join = cluster::validate(cfg)?;
+        let nucleus_endpoint = join.client.nucleus_endpoint;
+        let tunnel = Self::assemble(join.interface, clock)?;
+        {
+            let now = tunnel.now();
+            let mut st = lock(&tunnel.state);
+            let mut client = Client::new(join.client, join.cluster);
+            let nucleus_peer = client.start(now, &mut st.node).map_err(error::start_error)?;
+            st.cluster = Some(Cluster {
+                client,
+                nucleus_peer,
+                nucleus_endpoint,
+                vip: join.vip,
+                vip6: join.vip6,
+                scratch: Vec::new(),
+            });
+            st.pump(now);
+        }
+        log::info!("joining a cluster through the Nucleus at {nucleus_endpoint}");
         Ok(tunnel)
     }
 
@@ -187,7 +503,7 @@ impl Tunnel {
         if p.persistent_keepalive.is_some() {
             st.node.set_persistent_keepalive(now, id, p.persistent_keepalive);
         }
-        st.peers.insert(id, PeerMeta { public_key: p.public_key, hostname, up: false });
+        st.peers.insert(id, PeerMeta::new(p.public_key, hostname, false));
         Ok(id)
     }
 
@@ -220,17 +536,17 @@ impl Tunnel {
 
     // ----- the buffer-based packet path (C API, JNI) -----------------------
 
-    /// Encrypts `packet` into `out`. `Ok(None)`: queued until a handshake completes.
+    /// Encrypts `packet` into `out`. `Ok(None)`: queued until a handshake
+    /// completes (or, in a cluster, a relay path is up).
     pub(crate) fn send_ip_into(
         &self,
         now: Instant,
         packet: &[u8],
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, omni_core::node::SendError> {
-        match self.lock().node.send_ip(now, packet, out)? {
-            Sent::Transmit(t) => Ok(Some(t)),
-            Sent::Queued { .. } => Ok(None),
-        }
+    ) -> Result<Option<Transmit>, SendError> {
+        let mut st = self.lock();
+        let r = st.node.send_ip(now, packet, out);
+        st.sent(now, r, out)
     }
 
     /// Zero-copy send: the packet is at `buf[IN_PLACE_OFFSET..][..len]`.
@@ -239,11 +555,10 @@ impl Tunnel {
         now: Instant,
         buf: &mut [u8],
         len: usize,
-    ) -> Result<Option<Transmit>, omni_core::node::SendError> {
-        match self.lock().node.send_ip_in_place(now, buf, len)? {
-            Sent::Transmit(t) => Ok(Some(t)),
-            Sent::Queued { .. } => Ok(None),
-        }
+    ) -> Result<Option<Transmit>, SendError> {
+        let mut st = self.lock();
+        let r = st.node.send_ip_in_place(now, buf, len);
+        st.sent(now, r, buf)
     }
 
     pub(crate) fn handle_datagram_into(
@@ -252,13 +567,17 @@ impl Tunnel {
         from: SocketAddr,
         datagram: &[u8],
         out: &mut [u8],
-    ) -> Result<Received, omni_core::node::RecvError> {
+    ) -> Result<Received, RxError> {
         let mut st = self.lock();
-        let r = st.node.handle_datagram(now, from, datagram, out);
-        if r.is_err() {
-            st.rejected = st.rejected.saturating_add(1);
+        if st.cluster.is_none() {
+            let r = st.node.handle_datagram(now, from, datagram, out);
+            if r.is_err() {
+                st.rejected = st.rejected.saturating_add(1);
+            }
+            return r.map_err(RxError::Recv);
         }
-        r
+        let r = st.node.handle_datagram_with_control(now, from, datagram, out);
+        st.received(now, r, out, 0, 0)
     }
 
     /// Zero-copy receive: `buf` holds exactly the datagram; a packet ends up
@@ -268,79 +587,102 @@ impl Tunnel {
         now: Instant,
         from: SocketAddr,
         buf: &mut [u8],
-    ) -> Result<Received, omni_core::node::RecvError> {
+    ) -> Result<Received, RxError> {
         let mut st = self.lock();
-        let r = st.node.handle_datagram_in_place(now, from, buf);
-        if r.is_err() {
-            st.rejected = st.rejected.saturating_add(1);
+        if st.cluster.is_none() {
+            let r = st.node.handle_datagram_in_place(now, from, buf);
+            if r.is_err() {
+                st.rejected = st.rejected.saturating_add(1);
+            }
+            return r.map_err(RxError::Recv);
+        }
+        let r = st.node.handle_datagram_in_place_with_control(now, from, buf);
+        st.received(now, r, buf, IN_PLACE_OFFSET, IN_PLACE_OFFSET)
+    }
+
+    pub(crate) fn poll_transmit_into(&self, now: Instant, out: &mut [u8]) -> Result<Option<Transmit>, SendError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let r = match st.cluster.as_mut() {
+            None => st.node.poll_transmit(now, out),
+            Some(c) => {
+                let r = c.client.poll_transmit(now, &mut st.node, out);
+                st.pump(now);
+                r
+            }
+        };
+        // Remember handshakes in flight, so a rebind can restart them at once.
+        if let Ok(Some(t)) = &r {
+            if t.len == INITIATION_LEN && out.first() == Some(&MSG_INITIATION) {
+                if let Some(m) = st.peers.get_mut(&t.peer) {
+                    m.handshaking = true;
+                }
+            }
         }
         r
     }
 
-    pub(crate) fn poll_transmit_into(
-        &self,
-        now: Instant,
-        out: &mut [u8],
-    ) -> Result<Option<Transmit>, omni_core::node::SendError> {
-        self.lock().node.poll_transmit(now, out)
-    }
-
     pub(crate) fn handle_timeout_at(&self, now: Instant) {
-        self.lock().node.handle_timeout(now);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.node.handle_timeout(now);
+        if st.cluster.is_some() {
+            st.pump(now);
+            if let Some(c) = st.cluster.as_mut() {
+                c.client.handle_timeout(now, &mut st.node);
+            }
+            st.pump(now);
+        }
     }
 
+    /// The network changed: fresh handshakes; in a cluster, a heartbeat so the
+    /// Nucleus sees (and tells the members) our new address.
     pub(crate) fn rebind_at(&self, now: Instant) {
-        self.lock().node.rebind(now);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(c) = st.cluster.as_mut() {
+            c.client.network_changed(now);
+        }
+        // Sessions rehandshake (the node); handshakes in flight start over
+        // from the new address at once instead of at their retransmit timer.
+        st.node.rebind(now);
+        let State { node, peers, .. } = st;
+        for (&id, m) in peers.iter() {
+            let sessionless = node.peer_stats(id).is_some_and(|s| s.endpoint.is_some() && !s.has_session);
+            if m.handshaking && sessionless {
+                node.initiate_now(now, id);
+            }
+        }
     }
 
     pub(crate) fn poll_timeout_instant(&self) -> Option<Instant> {
-        self.lock().node.poll_timeout()
+        let st = self.lock();
+        let client = st.cluster.as_ref().and_then(|c| c.client.poll_timeout());
+        [st.node.poll_timeout(), client].into_iter().flatten().min()
+    }
+
+    /// Whether this tunnel joined a cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.lock().cluster.is_some()
     }
 
     /// The next translated event.
     pub(crate) fn next_event(&self) -> Option<TunnelEvent> {
-        let mut st = self.lock();
+        let now = self.now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(e) = st.events.pop_front() {
+            return Some(e);
+        }
+        if st.cluster.is_some() {
+            st.pump(now);
+            return st.events.pop_front();
+        }
         loop {
-            if let Some(e) = st.events.pop_front() {
-                return Some(e);
-            }
             let e = st.node.poll_event()?;
-            let st = &mut *st;
-            let (id, translated) = match e {
-                Event::HandshakeCompleted { peer, initiator } => {
-                    let Some(m) = st.peers.get_mut(&peer) else { continue };
-                    if m.up {
-                        continue; // a rekey: nothing for the host
-                    }
-                    m.up = true;
-                    (peer, TunnelEvent::PeerUp { public_key: key_string(&m.public_key), initiator })
-                }
-                Event::EndpointChanged { peer, endpoint } => {
-                    let Some(m) = st.peers.get(&peer) else { continue };
-                    (
-                        peer,
-                        TunnelEvent::EndpointChanged {
-                            public_key: key_string(&m.public_key),
-                            endpoint: endpoint.to_string(),
-                        },
-                    )
-                }
-                Event::HandshakeFailed { peer } => {
-                    let Some(m) = st.peers.get(&peer) else { continue };
-                    (peer, TunnelEvent::HandshakeFailed { public_key: key_string(&m.public_key) })
-                }
-                Event::KeysExpired { peer } => {
-                    let Some(m) = st.peers.get_mut(&peer) else { continue };
-                    if !m.up {
-                        continue;
-                    }
-                    m.up = false;
-                    (peer, TunnelEvent::PeerDown { public_key: key_string(&m.public_key) })
-                }
-                _ => continue,
-            };
-            log::debug!("peer {}: {translated:?}", id.0);
-            return Some(translated);
+            if let Some(t) = translate(&st.node, &mut st.peers, None, e) {
+                return Some(t);
+            }
         }
     }
 }
@@ -366,6 +708,24 @@ impl Tunnel {
         Tunnel::build(&config, Clock::Host(clock)).map(Arc::new)
     }
 
+    /// A tunnel that joins a cluster through its Nucleus (on the system
+    /// clock): its peers are the cluster's members, found, punched through
+    /// NATs and relayed by the Nucleus client as they come and go. Nothing is
+    /// sent yet: drain `poll_transmit` (the Nucleus handshake and `Hello`),
+    /// then drive it like any tunnel; watch `poll_event` for `ClusterJoined`,
+    /// `MemberJoined`, … Call `leave_cluster` (and drain) before dropping it.
+    /// A host name in `nucleus_endpoint` is resolved here (blocking).
+    #[uniffi::constructor]
+    pub fn join_cluster(config: ClusterConfig) -> Result<Arc<Self>, TunnelError> {
+        Tunnel::build_cluster(config, Clock::System).map(Arc::new)
+    }
+
+    /// `join_cluster` on the host's clock.
+    #[uniffi::constructor]
+    pub fn join_cluster_with_clock(config: ClusterConfig, clock: Arc<dyn HostClock>) -> Result<Arc<Self>, TunnelError> {
+        Tunnel::build_cluster(config, Clock::Host(clock)).map(Arc::new)
+    }
+
     /// Our public key (base64).
     pub fn public_key(&self) -> String {
         self.lock().node.public_key().map(|k| key_string(&k)).unwrap_or_default()
@@ -375,7 +735,19 @@ impl Tunnel {
     pub fn interface_settings(&self) -> InterfaceSettings {
         let st = self.lock();
         let mut routes = Vec::new();
+        if let Some(c) = &st.cluster {
+            // The cluster's subnet: members come and go inside it (a VPN
+            // builder's routes are fixed once the interface is up).
+            for (vip, prefix) in [Some(c.vip), c.vip6].into_iter().flatten() {
+                if let Ok(net) = AllowedIp::new(vip, prefix) {
+                    routes.push(IpNetwork { address: net.addr().to_string(), prefix_length: net.cidr() });
+                }
+            }
+        }
         st.node.for_each_peer(|id| {
+            if st.peers.get(&id).is_none_or(|m| m.member) {
+                return; // the Nucleus, members (inside the subnet)
+            }
             st.node.for_each_allowed_ip(id, |net| {
                 let n = IpNetwork { address: net.addr().to_string(), prefix_length: net.cidr() };
                 if !routes.contains(&n) {
@@ -405,15 +777,7 @@ impl Tunnel {
         let mut out = vec![0u8; datagram.len().max(148)];
         let now = self.now();
         Ok(match self.handle_datagram_into(now, from, &datagram, &mut out) {
-            Ok(Received::Done) => DatagramOutcome::Done,
-            Ok(Received::Reply { len }) => {
-                out.truncate(len);
-                DatagramOutcome::Reply { datagram: out }
-            }
-            Ok(Received::Packet { len, .. }) => {
-                out.truncate(len);
-                DatagramOutcome::Packet { packet: out }
-            }
+            Ok(r) => outcome(r, out),
             Err(e) => DatagramOutcome::Rejected { reason: error::recv_reason(e).to_owned() },
         })
     }
@@ -421,31 +785,77 @@ impl Tunnel {
     /// Encrypts an IP packet read from the TUN device. `None`: it waits for a
     /// handshake (drain `poll_transmit` to send the initiation).
     pub fn send_ip(&self, packet: Vec<u8>) -> Result<Option<Datagram>, TunnelError> {
-        let mut out = vec![0u8; packet.len() + 64];
+        let mut out = vec![0u8; packet.len() + CLUSTER_OVERHEAD];
         let now = self.now();
-        let mut st = self.lock();
-        match st.node.send_ip(now, &packet, &mut out) {
-            Ok(Sent::Transmit(t)) => {
-                out.truncate(t.len);
-                Ok(Some(Datagram { endpoint: t.to.to_string(), data: out }))
-            }
-            Ok(Sent::Queued { .. }) => Ok(None),
-            Err(e) => Err(Self::send_error(&st, e)),
-        }
-    }
-
-    /// The next datagram to send (handshakes, queued data, keepalives), or None.
-    pub fn poll_transmit(&self) -> Result<Option<Datagram>, TunnelError> {
-        let mut out = vec![0u8; MAX_DATAGRAM];
-        let now = self.now();
-        let mut st = self.lock();
-        match st.node.poll_transmit(now, &mut out) {
+        match self.send_ip_into(now, &packet, &mut out) {
             Ok(Some(t)) => {
                 out.truncate(t.len);
                 Ok(Some(Datagram { endpoint: t.to.to_string(), data: out }))
             }
             Ok(None) => Ok(None),
-            Err(e) => Err(Self::send_error(&st, e)),
+            Err(e) => Err(Self::send_error(&self.lock(), e)),
+        }
+    }
+
+    /// Encrypts several packets at once (one call across the language
+    /// boundary instead of one per packet: what iOS' `readPackets` hands over).
+    /// Returns the datagrams to send, in order; packets queued behind a
+    /// handshake give none (drain `poll_transmit`), and packets that cannot be
+    /// sent (no route, not IP, …) are dropped and counted in
+    /// `TunnelStats.packets_dropped`.
+    pub fn send_ip_batch(&self, packets: Vec<Vec<u8>>) -> Vec<Datagram> {
+        let now = self.now();
+        let mut st = self.lock();
+        let mut datagrams = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let mut out = vec![0u8; packet.len() + CLUSTER_OVERHEAD];
+            let r = st.node.send_ip(now, &packet, &mut out);
+            match st.sent(now, r, &mut out) {
+                Ok(Some(t)) => {
+                    out.truncate(t.len);
+                    datagrams.push(Datagram { endpoint: t.to.to_string(), data: out });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::trace!("packet dropped: {e:?}");
+                    st.packets_dropped = st.packets_dropped.saturating_add(1);
+                }
+            }
+        }
+        datagrams
+    }
+
+    /// Handles several received datagrams at once: `endpoint` of each is
+    /// where it came from. One outcome per datagram, in order.
+    pub fn handle_datagram_batch(&self, datagrams: Vec<Datagram>) -> Vec<DatagramOutcome> {
+        let now = self.now();
+        datagrams
+            .into_iter()
+            .map(|d| {
+                let Ok(from) = d.endpoint.parse::<SocketAddr>() else {
+                    return DatagramOutcome::Rejected { reason: "bad-endpoint".to_owned() };
+                };
+                let mut out = vec![0u8; d.data.len().max(148)];
+                match self.handle_datagram_into(now, from, &d.data, &mut out) {
+                    Ok(r) => outcome(r, out),
+                    Err(e) => DatagramOutcome::Rejected { reason: error::recv_reason(e).to_owned() },
+                }
+            })
+            .collect()
+    }
+
+    /// The next datagram to send (handshakes, queued data, keepalives,
+    /// signaling with the Nucleus), or None.
+    pub fn poll_transmit(&self) -> Result<Option<Datagram>, TunnelError> {
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        let now = self.now();
+        match self.poll_transmit_into(now, &mut out) {
+            Ok(Some(t)) => {
+                out.truncate(t.len);
+                Ok(Some(Datagram { endpoint: t.to.to_string(), data: out }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Self::send_error(&self.lock(), e)),
         }
     }
 
@@ -507,7 +917,8 @@ impl Tunnel {
             tx_bytes: peers.iter().map(|p| p.tx_bytes).sum(),
             peers,
             datagrams_rejected: st.rejected,
-            events_dropped: st.node.events_dropped(),
+            events_dropped: st.node.events_dropped().saturating_add(st.events_lost),
+            packets_dropped: st.packets_dropped,
         }
     }
 
@@ -522,6 +933,9 @@ impl Tunnel {
     pub fn remove_peer(&self, public_key: String) -> Result<(), TunnelError> {
         let mut st = self.lock();
         let id = Self::peer_id(&st, &public_key)?;
+        if st.peers.get(&id).is_some_and(|m| m.member) {
+            return Err(TunnelError::config(0, "cluster members are managed by the Nucleus"));
+        }
         st.node.remove_peer(id);
         st.peers.remove(&id);
         Ok(())
@@ -533,6 +947,9 @@ impl Tunnel {
         let mut st = self.lock();
         let id = Self::peer_id(&st, &public_key)?;
         st.node.set_endpoint(id, Some(addr));
+        if let Some(m) = st.peers.get_mut(&id) {
+            m.endpoint_needed = false;
+        }
         Ok(())
     }
 
@@ -573,7 +990,8 @@ impl Tunnel {
                         public_key: key_string(&m.public_key),
                         endpoint: addr.to_string(),
                     };
-                    st.events.push_back(e);
+                    let st = &mut *st;
+                    push_event(&mut st.events, &mut st.events_lost, e);
                 }
             }
         }
@@ -607,6 +1025,75 @@ impl Tunnel {
     /// Current time on the tunnel's clock (nanoseconds).
     pub fn now_nanos(&self) -> u64 {
         self.now().as_nanos()
+    }
+
+    /// The cluster side of a tunnel created by `join_cluster` (None for a
+    /// tunnel of configured peers): registration, our VIP and NAT mapping,
+    /// and every member with its path.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        let now = self.now();
+        let st = self.lock();
+        let c = st.cluster.as_ref()?;
+        let mut members = Vec::new();
+        c.client.members().values().for_each(|m| {
+            let s = st.node.peer_stats(m.peer);
+            members.push(ClusterMember {
+                public_key: key_string(&m.key),
+                vip: m.vip.to_string(),
+                vip6: m.vip2.map(|v| v.to_string()),
+                endpoint: s.and_then(|s| s.endpoint).map(|e| e.to_string()),
+                reflexive_endpoint: m.reflexive.map(|e| e.to_string()),
+                path: cluster::path(m.path),
+                last_handshake_age_nanos: s
+                    .and_then(|s| s.last_handshake)
+                    .map(|t| u64::try_from(now.saturating_duration_since(t).as_nanos()).unwrap_or(u64::MAX)),
+                rx_bytes: s.map_or(0, |s| s.rx_bytes),
+                tx_bytes: s.map_or(0, |s| s.tx_bytes),
+            });
+        });
+        members.sort_by(|a, b| a.vip.cmp(&b.vip));
+        let stats = c.client.stats();
+        Some(ClusterStatus {
+            state: cluster::state(c.client.state()),
+            vip: format!("{}/{}", c.vip.0, c.vip.1),
+            vip6: c.vip6.map(|(ip, p)| format!("{ip}/{p}")),
+            nucleus_endpoint: c.nucleus_endpoint.to_string(),
+            reflexive_endpoint: c.client.reflexive().map(|r| r.to_string()),
+            members,
+            list_version: c.client.list_version(),
+            signaling_sent: stats.sent,
+            signaling_received: stats.received,
+            relayed_out: stats.relayed_out,
+            relayed_in: stats.relayed_in,
+        })
+    }
+
+    /// Leaves the cluster: every member is removed (`MemberLeft` events) and
+    /// a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+    /// before closing the socket, so the others drop us at once. No-op for a
+    /// plain tunnel.
+    pub fn leave_cluster(&self) {
+        let now = self.now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if let Some(c) = st.cluster.as_mut() {
+            c.client.leave(now, &mut st.node);
+            log::info!("leaving the cluster");
+        }
+        st.pump(now);
+    }
+
+    /// Our socket's addresses on the phone's own networks changed (`ip:port`,
+    /// at most 4): announced to the members through the Nucleus, for direct
+    /// paths on a shared LAN. Call it after `on_network_changed`.
+    pub fn set_local_endpoints(&self, endpoints: Vec<String>) -> Result<(), TunnelError> {
+        let locals = cluster::parse_local_endpoints(&endpoints)?;
+        let now = self.now();
+        let mut st = self.lock();
+        let Some(c) = st.cluster.as_mut() else { return Err(TunnelError::NotInCluster) };
+        // At most MAX_LOCAL_ENDPOINTS (checked by the parser), so the collect cannot overflow.
+        c.client.set_local_endpoints(now, locals.into_iter().collect());
+        Ok(())
     }
 
     /// A handle for the JNI packet path (`net.omninervous.ffi.OmniNative`).

@@ -48,13 +48,16 @@ skip() {
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 LIBDIR="$TARGET_DIR/debug"
 LIB="$LIBDIR/libomni_ffi.so"
+# The real Nucleus for the cluster tests (debug, as omni-daemon/tests/nat-lab.sh builds it).
+OMNI_DAEMON="$TARGET_DIR/debug/omni-daemon"
 
 # ----- Rust -------------------------------------------------------------------
 # First, because it builds the generators (the `cli` feature); the plain
 # library is built right after and is what every test below loads.
 check "bindings/{kotlin,swift,python,c} are fresh (bindings/check-fresh.sh)" bash bindings/check-fresh.sh
 check "cargo build -p omni-ffi (cdylib + staticlib)" cargo build -q -p omni-ffi --lib
-check "cargo test -p omni-ffi (wg-quick parser, clock)" cargo test -q -p omni-ffi
+check "cargo build -p omni-daemon (the Nucleus the cluster tests join)" cargo build -q -p omni-daemon
+check "cargo test -p omni-ffi (wg-quick parser, clock, cluster config)" cargo test -q -p omni-ffi
 check "clippy -p omni-ffi -D warnings" cargo clippy -q -p omni-ffi --all-targets -- -D warnings
 
 # ----- C ----------------------------------------------------------------------
@@ -92,28 +95,59 @@ check "JNI: javac + System.load, scenario on direct ByteBuffers under java -Xche
 python_run() {
     mkdir -p "$WORK/py"
     cp bindings/python/omni_ffi.py "$LIB" "$WORK/py/"
-    OMNI_FFI_PYDIR="$WORK/py" python3 -m pytest -q -p no:cacheprovider "$TESTS/python"
+    OMNI_FFI_PYDIR="$WORK/py" OMNI_DAEMON="$OMNI_DAEMON" timeout 300 python3 -m pytest -q -p no:cacheprovider "$TESTS/python"
 }
-check "Python: uniffi bindings, scenario + typed errors + host clock + log sink (pytest)" python_run
+check "Python: uniffi bindings, scenario + typed errors + host clock + log sink; two tunnels join a real Nucleus, packets both ways (direct; relayed through the C API in place), wrong secret, taken VIP, leave (pytest)" python_run
 
 # ----- Kotlin -----------------------------------------------------------------
 KOTLINC="$KOTLIN_HOME/bin/kotlinc"
 STDLIB="$KOTLIN_HOME/lib/kotlin-stdlib.jar"
+# The bindings are compiled once (kotlinc is slow) into $WORK/kt-bindings;
+# the tests and the benchmark are compiled against them.
 kotlin_run() {
-    mkdir -p "$WORK/kt"
-    javac -d "$WORK/kt" android/src/main/java/net/omninervous/ffi/OmniNative.java || return 1
-    "$KOTLINC" -nowarn -cp "$JNA_JAR:$WORK/kt" -d "$WORK/kt" \
-        bindings/kotlin/net/omninervous/uniffi/omni_ffi.kt "$TESTS/kotlin/TunnelTest.kt" || return 1
-    java -Domni.ffi.library="$LIB" -Djna.library.path="$LIBDIR" -cp "$WORK/kt:$STDLIB:$JNA_JAR" TunnelTestKt
+    mkdir -p "$WORK/kt-bindings" "$WORK/kt"
+    javac -d "$WORK/kt-bindings" android/src/main/java/net/omninervous/ffi/OmniNative.java || return 1
+    "$KOTLINC" -nowarn -cp "$JNA_JAR:$WORK/kt-bindings" -d "$WORK/kt-bindings" \
+        bindings/kotlin/net/omninervous/uniffi/omni_ffi.kt || return 1
+    # The benchmark too, in the same (slow to start) kotlinc run.
+    "$KOTLINC" -nowarn -cp "$JNA_JAR:$WORK/kt-bindings" -d "$WORK/kt" \
+        "$TESTS/kotlin/TunnelTest.kt" "$TESTS/kotlin/ClusterTest.kt" omni-ffi/bench/FfiBench.kt || return 1
+    java -Domni.ffi.library="$LIB" -Djna.library.path="$LIBDIR" -cp "$WORK/kt:$WORK/kt-bindings:$STDLIB:$JNA_JAR" TunnelTestKt
+}
+kotlin_cluster() {
+    [ -d "$WORK/kt/net/omninervous/tests/cluster" ] || { echo "not compiled (see the Kotlin check above)"; return 1; }
+    timeout 300 java -Domni.ffi.library="$LIB" -Domni.daemon="$OMNI_DAEMON" -Djna.library.path="$LIBDIR" \
+        -cp "$WORK/kt:$WORK/kt-bindings:$STDLIB:$JNA_JAR" net.omninervous.tests.cluster.ClusterTestKt
+}
+# A benchmark, not a test: checks that it runs and prints its ratios (debug
+# build, a few hundred packets: the figures mean nothing here; run
+# omni-ffi/bench/ffi-overhead.sh for them).
+bench_quick() {
+    [ -d "$WORK/kt-bindings/net" ] || { echo "bindings not compiled (see the Kotlin check above)"; return 1; }
+    mkdir -p "$WORK/kt-bench"
+    cp -r "$WORK/kt-bindings/." "$WORK/kt-bench/"
+    mkdir -p "$WORK/kt-bench/net/omninervous/bench"
+    cp "$WORK"/kt/net/omninervous/bench/*.class "$WORK/kt-bench/net/omninervous/bench/"
+    KT_CLASSES="$WORK/kt-bench" bash omni-ffi/bench/ffi-overhead.sh --quick >"$WORK/bench.out" 2>&1
+    local rc=$?
+    cat "$WORK/bench.out"
+    [ $rc -eq 0 ] || return $rc
+    for row in "ratio C API / direct" "uniffi/JNA, per packet" "uniffi/JNA, batches of" "JNI, direct ByteBuffer in place"; do
+        grep "$row" "$WORK/bench.out" | grep -q "ratio" || { echo "no ratio printed for: $row"; return 1; }
+    done
 }
 android_compile_check() {
     mkdir -p "$WORK/stubs" "$WORK/android"
     javac -d "$WORK/stubs" $(find "$TESTS/android-stubs" -name '*.java') || return 1
     javac -Xlint:all -Werror -cp "$WORK/stubs" -d "$WORK/android" \
         android/src/main/java/net/omninervous/ffi/OmniNative.java || return 1
-    "$KOTLINC" -cp "$WORK/stubs:$WORK/android:$JNA_JAR" -d "$WORK/android" \
-        bindings/kotlin/net/omninervous/uniffi/omni_ffi.kt $(find android/src/main/kotlin -name '*.kt') \
-        >"$WORK/android.log" 2>&1
+    # Against the bindings compiled by the Kotlin check (compiled here if it did not).
+    if [ ! -d "$WORK/kt-bindings/net/omninervous/uniffi" ]; then
+        mkdir -p "$WORK/kt-bindings"
+        "$KOTLINC" -nowarn -cp "$JNA_JAR" -d "$WORK/kt-bindings" bindings/kotlin/net/omninervous/uniffi/omni_ffi.kt || return 1
+    fi
+    "$KOTLINC" -cp "$WORK/stubs:$WORK/android:$WORK/kt-bindings:$JNA_JAR" -d "$WORK/android" \
+        $(find android/src/main/kotlin -name '*.kt') >"$WORK/android.log" 2>&1
     local rc=$?
     cat "$WORK/android.log"
     # Warnings in the generated bindings are uniffi's; ours must be clean.
@@ -124,10 +158,13 @@ android_compile_check() {
 }
 if [ -x "$KOTLINC" ]; then
     check "Kotlin: generated bindings compiled with kotlinc, handshake + packets both ways + errors on the JVM (JNA)" kotlin_run
+    check "Kotlin: two tunnels join a real Nucleus (omni-daemon --mode nucleus), packets both ways, wrong secret, taken VIP, leave" kotlin_cluster
+    check "benchmark runs: omni-ffi/bench/ffi-overhead.sh --quick prints C API, uniffi/JNA and JNI ratios (debug build, figures not checked)" bench_quick
     check "Android host: compile check only (kotlinc + javac against android.* stubs, not run)" android_compile_check
 else
-    failed=$((failed + 2))
-    failures+=("Kotlin (kotlinc missing: run omni-ffi/install-deps.sh)" "Android compile check (kotlinc missing)")
+    failed=$((failed + 4))
+    failures+=("Kotlin (kotlinc missing: run omni-ffi/install-deps.sh)" "Kotlin cluster (kotlinc missing)"
+        "benchmark (kotlinc missing)" "Android compile check (kotlinc missing)")
     echo "FAILED: Kotlin tests: $KOTLINC not found (run omni-ffi/install-deps.sh)"
 fi
 

@@ -4,8 +4,16 @@ import NetworkExtension
 import OmniFFI
 
 /// The Network Extension's principal class. The app stores a wg-quick config
-/// in `NETunnelProviderProtocol.providerConfiguration["wgQuickConfig"]`.
+/// in `NETunnelProviderProtocol.providerConfiguration["wgQuickConfig"]`, or a
+/// cluster to join in `providerConfiguration["cluster"]`: a dictionary with
+/// `nucleus` (host:port), `nucleusKey` (base64, printed by `omni-daemon --mode
+/// nucleus`), `cluster`, `secret`, `vip` (e.g. `10.200.0.7/24`), optionally
+/// `vip6` (dual stack) and `privateKey` (base64). (An app would keep `secret` and `privateKey` in the
+/// keychain and pass a reference; they are plain here to keep the host short.)
 ///
+/// - Cluster: the members are the peers (found through the Nucleus, hole
+///   punched, relayed when no direct path works), the cluster's subnet is the
+///   route, and stopping leaves the cluster so the others drop us at once.
 /// - Tunnel settings (addresses, routes, DNS, MTU) come from the config
 ///   through the Rust parser (`Tunnel.interfaceSettings()`).
 /// - `packetFlow` is read in a loop; packets are encrypted in place.
@@ -22,13 +30,20 @@ open class PacketTunnelProvider: NEPacketTunnelProvider {
 
     open override func startTunnel(options: [String: NSObject]?, completionHandler: @escaping (Error?) -> Void) {
         guard let proto = protocolConfiguration as? NETunnelProviderProtocol,
-              let text = proto.providerConfiguration?["wgQuickConfig"] as? String else {
+              let conf = proto.providerConfiguration else {
             completionHandler(NEVPNError(.configurationInvalid))
             return
         }
         let tunnel: Tunnel
         do {
-            tunnel = try Tunnel.fromWgQuick(text: text)
+            if let cluster = conf["cluster"] as? [String: Any] {
+                // Resolves the Nucleus's name (blocking): fine here, before any traffic.
+                tunnel = try Tunnel.joinCluster(config: try Self.clusterConfig(cluster))
+            } else if let text = conf["wgQuickConfig"] as? String {
+                tunnel = try Tunnel.fromWgQuick(text: text)
+            } else {
+                throw NEVPNError(.configurationInvalid)
+            }
         } catch {
             NSLog("omni: invalid configuration: \(error)")
             completionHandler(error)
@@ -62,6 +77,7 @@ open class PacketTunnelProvider: NEPacketTunnelProvider {
     open override func stopTunnel(with reason: NEProviderStopReason, completionHandler: @escaping () -> Void) {
         pathMonitor?.cancel()
         pathMonitor = nil
+        engine?.leaveCluster()
         engine?.stop()
         engine = nil
         completionHandler()
@@ -98,6 +114,18 @@ open class PacketTunnelProvider: NEPacketTunnelProvider {
         }
         monitor.start(queue: DispatchQueue(label: "net.omninervous.path"))
         pathMonitor = monitor
+    }
+
+    /// A `ClusterConfig` from `providerConfiguration["cluster"]`.
+    static func clusterConfig(_ c: [String: Any]) throws -> ClusterConfig {
+        guard let nucleus = c["nucleus"] as? String, let key = c["nucleusKey"] as? String,
+              let name = c["cluster"] as? String, let vip = c["vip"] as? String,
+              let privateKey = c["privateKey"] as? String else {
+            throw NEVPNError(.configurationInvalid)
+        }
+        return ClusterConfig(
+            privateKey: privateKey, nucleusEndpoint: nucleus, nucleusPublicKey: key, cluster: name,
+            secret: c["secret"] as? String ?? "", vip: vip, vip6: c["vip6"] as? String)
     }
 
     /// NEPacketTunnelNetworkSettings from the tunnel's interface settings.

@@ -21,7 +21,8 @@ public final class TunnelEngine {
     private var timer: DispatchSourceTimer?
     private var armedDeadline = UInt64.max
     private let port: UInt16
-    /// Packet buffer: room for the MTU, WireGuard's header and tag.
+    /// Packet buffer: room for the MTU, WireGuard's header and tag, and relay
+    /// framing for a tunnel in a cluster (OMNI_CLUSTER_OVERHEAD covers OMNI_OVERHEAD).
     private let sendBuffer: UnsafeMutableRawBufferPointer
     /// Datagram buffer: the largest UDP payload.
     private let recvBuffer: UnsafeMutableRawBufferPointer
@@ -36,7 +37,9 @@ public final class TunnelEngine {
         guard rc == OMNI_RESULT_OK, let h else { throw POSIXError(.EINVAL) }
         handle = h
         port = listenPort
-        sendBuffer = .allocate(byteCount: Int(OMNI_IN_PLACE_OFFSET) + mtu + Int(OMNI_OVERHEAD) + 64, alignment: 16)
+        // Cluster transmits need the datagram + 100 bytes of relay framing: 1700 always suffice.
+        sendBuffer = .allocate(
+            byteCount: max(Int(OMNI_IN_PLACE_OFFSET) + mtu + Int(OMNI_CLUSTER_OVERHEAD) + 64, 2048), alignment: 16)
         recvBuffer = .allocate(byteCount: 65536, alignment: 16)
         self.deliver = deliver
     }
@@ -81,6 +84,16 @@ public final class TunnelEngine {
         }
     }
 
+    /// Leaves the cluster (if the tunnel joined one) and sends the goodbye to
+    /// the Nucleus, so the members drop us at once. Call before `stop`.
+    public func leaveCluster() {
+        queue.sync {
+            guard self.tunnel.clusterStatus() != nil else { return }
+            self.tunnel.leaveCluster()
+            self.flush()
+        }
+    }
+
     public func sleep() {
         queue.async { self.tunnel.onSleep() }
     }
@@ -100,7 +113,7 @@ public final class TunnelEngine {
             var result = OmniOutput()
             for packet in packets {
                 let off = Int(OMNI_IN_PLACE_OFFSET)
-                guard packet.count + off + Int(OMNI_OVERHEAD) <= self.sendBuffer.count else { continue }
+                guard packet.count + off + Int(OMNI_CLUSTER_OVERHEAD) <= self.sendBuffer.count else { continue }
                 packet.copyBytes(to: UnsafeMutableRawBufferPointer(rebasing: self.sendBuffer[off...]))
                 let rc = omni_tunnel_send_ip_in_place(
                     self.handle, omniNow, self.sendBuffer.baseAddress?.assumingMemoryBound(to: UInt8.self),

@@ -225,6 +225,61 @@ int main(void) {
     CHECK(strcmp(omni_result_name(OMNI_RESULT_DROPPED), "DROPPED") == 0 && strcmp(omni_result_name(12345), "UNKNOWN") == 0,
           "result names");
 
+    /* ----- cluster: the join path through the C API (no network: the
+     * tests against a real Nucleus are the Python and Kotlin ones) ----- */
+    OmniClusterConfig cc = {
+        .private_key = priv_a,
+        .nucleus_endpoint = "127.0.0.1:51999",
+        .nucleus_public_key = pub_b, /* any key will do until someone answers */
+        .cluster = "c-phones",
+        .secret = "s3cret",
+        .vip = "10.66.0.1/24",
+        .listen_port = 0,
+        .mtu = 0,
+    };
+    OmniTunnel *c = NULL;
+    ASSERT_OK(omni_tunnel_join_cluster(&cc, &c, err, sizeof err));
+    OmniClusterState cs;
+    ASSERT_OK(omni_tunnel_cluster_state(c, &cs));
+    ASSERT_OK(omni_tunnel_peer_count(c, &count));
+    CHECK(cs == OMNI_CLUSTER_STATE_CONNECTING && count == 0, "join: connecting, no peers yet (the Nucleus is none)");
+    ASSERT_OK(omni_tunnel_poll_transmit(c, OMNI_NOW, out_a, sizeof out_a, &o));
+    CHECK(o.kind == OMNI_OUTPUT_KIND_NETWORK && o.len == 148 && o.endpoint.port == 51999,
+          "join: a handshake initiation to the Nucleus (%zu bytes)", o.len);
+    ASSERT_OK(omni_tunnel_poll_timeout(c, &deadline));
+    CHECK(deadline != UINT64_MAX, "join: a retry deadline is armed");
+    memset(pkt, 0x04, 64);
+    CHECK(omni_tunnel_handle_datagram(c, OMNI_NOW, &addr_b, pkt, 64, out_b, sizeof out_b, &o) == OMNI_RESULT_DROPPED,
+          "join: garbage datagram: DROPPED");
+    ASSERT_OK(omni_tunnel_leave_cluster(c));
+    ASSERT_OK(omni_tunnel_cluster_state(c, &cs));
+    int left = 0;
+    for (;;) {
+        ASSERT_OK(omni_tunnel_poll_event(c, &ev));
+        if (ev.kind == OMNI_EVENT_KIND_NONE) break;
+        if (ev.kind == OMNI_EVENT_KIND_CLUSTER_LEFT) left = 1;
+    }
+    CHECK(cs == OMNI_CLUSTER_STATE_LEFT && left, "leave: state LEFT, event CLUSTER_LEFT");
+    omni_tunnel_free(c);
+    ASSERT_OK(omni_tunnel_cluster_state(a, &cs));
+    CHECK(cs == OMNI_CLUSTER_STATE_NOT_IN_CLUSTER && omni_tunnel_leave_cluster(a) == OMNI_RESULT_INVALID_ARGUMENT,
+          "a plain tunnel: NOT_IN_CLUSTER, leave is INVALID_ARGUMENT");
+    cc.nucleus_public_key = "nope";
+    r = omni_tunnel_join_cluster(&cc, &c, err, sizeof err);
+    CHECK(r == OMNI_RESULT_INVALID_KEY && c == NULL, "join with a bad Nucleus key: INVALID_KEY, \"%s\"", err);
+    cc.nucleus_public_key = pub_b;
+    cc.vip = NULL;
+    r = omni_tunnel_join_cluster(&cc, &c, err, sizeof err);
+    CHECK(r == OMNI_RESULT_NULL_ARGUMENT && c == NULL && strstr(err, "vip") != NULL, "join without a VIP: \"%s\"", err);
+    cc.vip = "10.66.0.1/33";
+    CHECK(omni_tunnel_join_cluster(&cc, &c, err, sizeof err) == OMNI_RESULT_INVALID_ARGUMENT && c == NULL,
+          "join with a bad VIP: INVALID_ARGUMENT, \"%s\"", err);
+    cc.vip = "10.66.0.1/24";
+    cc.vip6 = "fd66::1/64";
+    ASSERT_OK(omni_tunnel_join_cluster(&cc, &c, err, sizeof err));
+    CHECK(c != NULL, "dual-stack join (vip + vip6)");
+    omni_tunnel_free(c);
+
     omni_tunnel_free(a);
     omni_tunnel_free(b);
     printf("%d checks, %d failed\n", checks, failures);

@@ -136,12 +136,32 @@ def test_host_clock_drives_timers_and_failure_event():
 
 
 def test_wake_and_network_change_rehandshake():
-    a, b, pa, pb = pair()
+    clock = VirtualClock()
+    a, b, pa, pb = pair(clock)
     handshake(a, b)
     a.on_sleep()
+    clock.advance(30)  # asleep (and past B's per-peer handshake rate limit)
     a.on_wake()
     [init] = a.drain_transmits()
     assert len(init.data) == 148
+    # The rehandshake completes: a renewal, not a second PeerUp.
+    reply = b.handle_datagram("127.0.0.1:1000", init.data)
+    assert a.handle_datagram("127.0.0.1:2000", reply.datagram) == omni.DatagramOutcome.DONE()
+    events_a = []
+    while (e := a.poll_event()) is not None:
+        events_a.append(e)
+    assert events_a == [omni.TunnelEvent.PEER_UP(public_key=pb, initiator=True),
+                        omni.TunnelEvent.SESSION_RENEWED(public_key=pb, initiator=True)]
+    # The responder confirms the new session on the first packet that uses it.
+    packet = ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"on the new session")
+    d = a.send_ip(packet)
+    assert b.handle_datagram("127.0.0.1:1000", d.data) == omni.DatagramOutcome.PACKET(packet=packet)
+    events_b = []
+    while (e := b.poll_event()) is not None:
+        events_b.append(e)
+    assert omni.TunnelEvent.SESSION_RENEWED(public_key=pa, initiator=False) in events_b
+    assert [e for e in events_b if isinstance(e, omni.TunnelEvent.PEER_UP)] == \
+        [omni.TunnelEvent.PEER_UP(public_key=pa, initiator=False)]
     a.on_network_changed()
 
 
@@ -195,3 +215,57 @@ def test_uniffi_tunnel_through_the_c_api():
     lib.omni_tunnel_free(handle)
     assert lib.omni_tunnel_from_packet_handle(0, ctypes.byref(handle)) == -1  # NULL_ARGUMENT
     assert a.public_key() == pa  # the uniffi object still owns its own reference
+
+
+def test_endpoint_needed_event():
+    """A packet queued for a peer with no endpoint: the host hears of it once
+    (no handshake can start), and again only after the peer had one."""
+    a, b, pa, pb = pair()
+    assert b.send_ip(ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"first")) is None
+    assert b.poll_event() == omni.TunnelEvent.ENDPOINT_NEEDED(public_key=pa)
+    assert b.send_ip(ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"second")) is None
+    assert b.poll_event() is None  # once per peer
+    assert b.drain_transmits() == []
+    # The host finds the endpoint: the handshake starts and the queued packets flow.
+    b.set_peer_endpoint(pa, "127.0.0.1:1000")
+    [init] = b.drain_transmits()
+    assert init.endpoint == "127.0.0.1:1000" and len(init.data) == 148
+    # A tunnel whose peer has an endpoint never reports it.
+    assert a.send_ip(ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"x")) is None
+    assert a.poll_event() is None
+
+
+def test_batches():
+    a, b, pa, pb = pair()
+    handshake(a, b)
+    packets = [ipv4([10, 0, 0, 1], [10, 0, 0, 2], bytes([i]) * (100 + i)) for i in range(10)]
+    bad = ipv4([10, 0, 0, 1], [192, 168, 9, 9], b"no route")
+    datagrams = a.send_ip_batch(packets[:5] + [bad] + packets[5:])
+    assert len(datagrams) == 10 and all(d.endpoint == "127.0.0.1:2000" for d in datagrams)
+    assert a.stats().packets_dropped == 1
+    incoming = [omni.Datagram(endpoint="127.0.0.1:1000", data=d.data) for d in datagrams]
+    incoming.append(omni.Datagram(endpoint="nowhere", data=b"x"))
+    incoming.append(incoming[0])  # a replay
+    out = b.handle_datagram_batch(incoming)
+    assert out[:10] == [omni.DatagramOutcome.PACKET(packet=p) for p in packets]
+    assert out[10:] == [omni.DatagramOutcome.REJECTED(reason="bad-endpoint"),
+                        omni.DatagramOutcome.REJECTED(reason="replay")]
+
+
+def test_network_change_restarts_a_handshake_in_flight():
+    """A handshake in flight when the network changes starts over from the new
+    socket at once, not at its retransmit timer (5 s later); a peer nobody
+    talks to gets no unsolicited handshake."""
+    clock = VirtualClock()
+    a, b, pa, pb = pair(clock)
+    a.send_ip(ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"nobody answers yet"))
+    assert len(a.drain_transmits()) == 1
+    clock.advance(1)
+    assert a.drain_transmits() == []  # the retransmit is due at +5 s
+    a.on_network_changed()
+    [again] = a.drain_transmits()
+    assert len(again.data) == 148 and again.endpoint == "127.0.0.1:2000"
+    # Same config, no traffic: nothing in flight, nothing sent.
+    idle, _, _, _ = pair(clock)
+    idle.on_network_changed()
+    assert idle.drain_transmits() == []

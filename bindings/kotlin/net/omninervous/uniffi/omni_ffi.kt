@@ -826,6 +826,24 @@ internal open class UniffiVTableCallbackInterfaceLogSink(
 
 
 
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -847,7 +865,11 @@ fun uniffi_omni_ffi_checksum_func_key_from_base64(
 ): Short
 fun uniffi_omni_ffi_checksum_func_key_to_base64(
 ): Short
+fun uniffi_omni_ffi_checksum_func_nucleus_key_query(
+): Short
 fun uniffi_omni_ffi_checksum_func_omni_version(
+): Short
+fun uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply(
 ): Short
 fun uniffi_omni_ffi_checksum_func_parse_wg_quick(
 ): Short
@@ -863,13 +885,19 @@ fun uniffi_omni_ffi_checksum_method_logsink_log(
 ): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_add_peer(
 ): Short
+fun uniffi_omni_ffi_checksum_method_tunnel_cluster_status(
+): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_drain_transmits(
 ): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_handle_datagram(
 ): Short
+fun uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch(
+): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_handle_timeout(
 ): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_interface_settings(
+): Short
+fun uniffi_omni_ffi_checksum_method_tunnel_leave_cluster(
 ): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis(
 ): Short
@@ -897,6 +925,10 @@ fun uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints(
 ): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_send_ip(
 ): Short
+fun uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch(
+): Short
+fun uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints(
+): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint(
 ): Short
 fun uniffi_omni_ffi_checksum_method_tunnel_stats(
@@ -904,6 +936,10 @@ fun uniffi_omni_ffi_checksum_method_tunnel_stats(
 fun uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints(
 ): Short
 fun uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick(
+): Short
+fun uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster(
+): Short
+fun uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock(
 ): Short
 fun uniffi_omni_ffi_checksum_constructor_tunnel_new(
 ): Short
@@ -982,20 +1018,30 @@ fun uniffi_omni_ffi_fn_free_tunnel(`ptr`: Pointer,uniffi_out_err: UniffiRustCall
 ): Unit
 fun uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
+fun uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Pointer
+fun uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(`config`: RustBuffer.ByValue,`clock`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Pointer
 fun uniffi_omni_ffi_fn_constructor_tunnel_new(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_omni_ffi_fn_constructor_tunnel_with_clock(`config`: RustBuffer.ByValue,`clock`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_omni_ffi_fn_method_tunnel_add_peer(`ptr`: Pointer,`peer`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
+fun uniffi_omni_ffi_fn_method_tunnel_cluster_status(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_method_tunnel_drain_transmits(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_method_tunnel_handle_datagram(`ptr`: Pointer,`from`: RustBuffer.ByValue,`datagram`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(`ptr`: Pointer,`datagrams`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_method_tunnel_handle_timeout(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
 fun uniffi_omni_ffi_fn_method_tunnel_interface_settings(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_omni_ffi_fn_method_tunnel_leave_cluster(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_method_tunnel_now_nanos(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
@@ -1022,6 +1068,10 @@ fun uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(`ptr`: Pointer,uniffi_out
 ): Int
 fun uniffi_omni_ffi_fn_method_tunnel_send_ip(`ptr`: Pointer,`packet`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(`ptr`: Pointer,`packets`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(`ptr`: Pointer,`endpoints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(`ptr`: Pointer,`publicKey`: RustBuffer.ByValue,`endpoint`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
 fun uniffi_omni_ffi_fn_method_tunnel_stats(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
@@ -1034,7 +1084,11 @@ fun uniffi_omni_ffi_fn_func_key_from_base64(`text`: RustBuffer.ByValue,uniffi_ou
 ): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_func_key_to_base64(`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_omni_ffi_fn_func_nucleus_key_query(uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_func_omni_version(uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(`datagram`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_omni_ffi_fn_func_parse_wg_quick(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
@@ -1179,7 +1233,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_omni_ffi_checksum_func_key_to_base64() != 56278.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_omni_ffi_checksum_func_nucleus_key_query() != 11925.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_omni_ffi_checksum_func_omni_version() != 21516.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() != 29693.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_func_parse_wg_quick() != 31676.toShort()) {
@@ -1203,16 +1263,25 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_add_peer() != 27303.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_omni_ffi_checksum_method_tunnel_cluster_status() != 21964.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() != 10215.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() != 49418.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() != 15958.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() != 16774.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_interface_settings() != 42052.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() != 51918.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() != 14308.toShort()) {
@@ -1239,7 +1308,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() != 32479.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 46433.toShort()) {
+    if (lib.uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 42117.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_public_key() != 62446.toShort()) {
@@ -1254,6 +1323,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip() != 5656.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() != 59209.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() != 42759.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() != 5271.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1264,6 +1339,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() != 40356.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() != 48821.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() != 10988.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_new() != 2539.toShort()) {
@@ -2319,6 +2400,13 @@ public interface TunnelInterface {
     fun `addPeer`(`peer`: PeerSpec)
     
     /**
+     * The cluster side of a tunnel created by `join_cluster` (None for a
+     * tunnel of configured peers): registration, our VIP and NAT mapping,
+     * and every member with its path.
+     */
+    fun `clusterStatus`(): ClusterStatus?
+    
+    /**
      * Every datagram `poll_transmit` would give, at once.
      */
     fun `drainTransmits`(): List<Datagram>
@@ -2330,6 +2418,12 @@ public interface TunnelInterface {
     fun `handleDatagram`(`from`: kotlin.String, `datagram`: kotlin.ByteArray): DatagramOutcome
     
     /**
+     * Handles several received datagrams at once: `endpoint` of each is
+     * where it came from. One outcome per datagram, in order.
+     */
+    fun `handleDatagramBatch`(`datagrams`: List<Datagram>): List<DatagramOutcome>
+    
+    /**
      * Fires the timers that are due. Then drain `poll_transmit`.
      */
     fun `handleTimeout`()
@@ -2338,6 +2432,14 @@ public interface TunnelInterface {
      * Addresses, routes, DNS and MTU for the platform's VPN builder.
      */
     fun `interfaceSettings`(): InterfaceSettings
+    
+    /**
+     * Leaves the cluster: every member is removed (`MemberLeft` events) and
+     * a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+     * before closing the socket, so the others drop us at once. No-op for a
+     * plain tunnel.
+     */
+    fun `leaveCluster`()
     
     /**
      * Milliseconds from now until `handle_timeout` is due (0: now), if any
@@ -2387,7 +2489,8 @@ public interface TunnelInterface {
     fun `pollTimeoutNanos`(): kotlin.ULong?
     
     /**
-     * The next datagram to send (handshakes, queued data, keepalives), or None.
+     * The next datagram to send (handshakes, queued data, keepalives,
+     * signaling with the Nucleus), or None.
      */
     fun `pollTransmit`(): Datagram?
     
@@ -2413,6 +2516,23 @@ public interface TunnelInterface {
      * handshake (drain `poll_transmit` to send the initiation).
      */
     fun `sendIp`(`packet`: kotlin.ByteArray): Datagram?
+    
+    /**
+     * Encrypts several packets at once (one call across the language
+     * boundary instead of one per packet: what iOS' `readPackets` hands over).
+     * Returns the datagrams to send, in order; packets queued behind a
+     * handshake give none (drain `poll_transmit`), and packets that cannot be
+     * sent (no route, not IP, …) are dropped and counted in
+     * `TunnelStats.packets_dropped`.
+     */
+    fun `sendIpBatch`(`packets`: List<kotlin.ByteArray>): List<Datagram>
+    
+    /**
+     * Our socket's addresses on the phone's own networks changed (`ip:port`,
+     * at most 4): announced to the members through the Nucleus, for direct
+     * paths on a shared LAN. Call it after `on_network_changed`.
+     */
+    fun `setLocalEndpoints`(`endpoints`: List<kotlin.String>)
     
     /**
      * Sets a peer's endpoint (`ip:port`), e.g. after the host resolved a name itself.
@@ -2549,6 +2669,23 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 
     
     /**
+     * The cluster side of a tunnel created by `join_cluster` (None for a
+     * tunnel of configured peers): registration, our VIP and NAT mapping,
+     * and every member with its path.
+     */override fun `clusterStatus`(): ClusterStatus? {
+            return FfiConverterOptionalTypeClusterStatus.lift(
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_cluster_status(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Every datagram `poll_transmit` would give, at once.
      */
     @Throws(TunnelException::class)override fun `drainTransmits`(): List<Datagram> {
@@ -2582,6 +2719,22 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 
     
     /**
+     * Handles several received datagrams at once: `endpoint` of each is
+     * where it came from. One outcome per datagram, in order.
+     */override fun `handleDatagramBatch`(`datagrams`: List<Datagram>): List<DatagramOutcome> {
+            return FfiConverterSequenceTypeDatagramOutcome.lift(
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(
+        it, FfiConverterSequenceTypeDatagram.lower(`datagrams`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Fires the timers that are due. Then drain `poll_transmit`.
      */override fun `handleTimeout`()
         = 
@@ -2607,6 +2760,23 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Leaves the cluster: every member is removed (`MemberLeft` events) and
+     * a `Leave` for the Nucleus is queued: drain `poll_transmit` and send it
+     * before closing the socket, so the others drop us at once. No-op for a
+     * plain tunnel.
+     */override fun `leaveCluster`()
+        = 
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_leave_cluster(
+        it, _status)
+}
+    }
+    
     
 
     
@@ -2735,7 +2905,8 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 
     
     /**
-     * The next datagram to send (handshakes, queued data, keepalives), or None.
+     * The next datagram to send (handshakes, queued data, keepalives,
+     * signaling with the Nucleus), or None.
      */
     @Throws(TunnelException::class)override fun `pollTransmit`(): Datagram? {
             return FfiConverterOptionalTypeDatagram.lift(
@@ -2815,6 +2986,43 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 
     
     /**
+     * Encrypts several packets at once (one call across the language
+     * boundary instead of one per packet: what iOS' `readPackets` hands over).
+     * Returns the datagrams to send, in order; packets queued behind a
+     * handshake give none (drain `poll_transmit`), and packets that cannot be
+     * sent (no route, not IP, …) are dropped and counted in
+     * `TunnelStats.packets_dropped`.
+     */override fun `sendIpBatch`(`packets`: List<kotlin.ByteArray>): List<Datagram> {
+            return FfiConverterSequenceTypeDatagram.lift(
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(
+        it, FfiConverterSequenceByteArray.lower(`packets`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Our socket's addresses on the phone's own networks changed (`ip:port`,
+     * at most 4): announced to the members through the Nucleus, for direct
+     * paths on a shared LAN. Call it after `on_network_changed`.
+     */
+    @Throws(TunnelException::class)override fun `setLocalEndpoints`(`endpoints`: List<kotlin.String>)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(TunnelException) { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(
+        it, FfiConverterSequenceString.lower(`endpoints`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Sets a peer's endpoint (`ip:port`), e.g. after the host resolved a name itself.
      */
     @Throws(TunnelException::class)override fun `setPeerEndpoint`(`publicKey`: kotlin.String, `endpoint`: kotlin.String)
@@ -2875,6 +3083,40 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 
         
     /**
+     * A tunnel that joins a cluster through its Nucleus (on the system
+     * clock): its peers are the cluster's members, found, punched through
+     * NATs and relayed by the Nucleus client as they come and go. Nothing is
+     * sent yet: drain `poll_transmit` (the Nucleus handshake and `Hello`),
+     * then drive it like any tunnel; watch `poll_event` for `ClusterJoined`,
+     * `MemberJoined`, … Call `leave_cluster` (and drain) before dropping it.
+     * A host name in `nucleus_endpoint` is resolved here (blocking).
+     */
+    @Throws(TunnelException::class) fun `joinCluster`(`config`: ClusterConfig): Tunnel {
+            return FfiConverterTypeTunnel.lift(
+    uniffiRustCallWithError(TunnelException) { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(
+        FfiConverterTypeClusterConfig.lower(`config`),_status)
+}
+    )
+    }
+    
+
+        
+    /**
+     * `join_cluster` on the host's clock.
+     */
+    @Throws(TunnelException::class) fun `joinClusterWithClock`(`config`: ClusterConfig, `clock`: HostClock): Tunnel {
+            return FfiConverterTypeTunnel.lift(
+    uniffiRustCallWithError(TunnelException) { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(
+        FfiConverterTypeClusterConfig.lower(`config`),FfiConverterTypeHostClock.lower(`clock`),_status)
+}
+    )
+    }
+    
+
+        
+    /**
      * A tunnel whose time comes from the host's clock.
      */
     @Throws(TunnelException::class) fun `withClock`(`config`: TunnelConfig, `clock`: HostClock): Tunnel {
@@ -2917,6 +3159,288 @@ public object FfiConverterTypeTunnel: FfiConverter<Tunnel, Pointer> {
         // The Rust code always expects pointers written as 8 bytes,
         // and will fail to compile if they don't fit.
         buf.putLong(Pointer.nativeValue(lower(value)))
+    }
+}
+
+
+
+/**
+ * How a phone joins a cluster (what `omni-daemon --nucleus ... --cluster ...
+ * --secret ... --vip ...` takes on the command line).
+ */
+data class ClusterConfig (
+    /**
+     * Our private key (base64).
+     */
+    var `privateKey`: kotlin.String, 
+    /**
+     * The Nucleus: `ip:port`, `[ipv6]:port` or `host:port` (a host name is
+     * resolved when the tunnel is created: blocking DNS, so call it off the
+     * main thread).
+     */
+    var `nucleusEndpoint`: kotlin.String, 
+    /**
+     * The Nucleus's public key (base64): printed by `omni-daemon --mode
+     * nucleus` at start. Pin it; `nucleus_key_query` /
+     * `parse_nucleus_key_reply` learn it on first contact otherwise (trust on
+     * first use).
+     */
+    var `nucleusPublicKey`: kotlin.String, 
+    /**
+     * The cluster's name (never sent: it and the secret derive the cluster key).
+     */
+    var `cluster`: kotlin.String, 
+    /**
+     * The cluster's secret, shared out of band. Empty: an unauthenticated
+     * cluster anyone who knows its name can join. Never logged.
+     */
+    var `secret`: kotlin.String, 
+    /**
+     * Our virtual IP with the cluster's prefix, e.g. `10.200.0.5/24` (a bare
+     * IPv4 address means /24, a bare IPv6 address /64). An IPv6 VIP makes an
+     * IPv6 cluster.
+     */
+    var `vip`: kotlin.String, 
+    /**
+     * A second VIP of the other family (dual stack: `vip` IPv4, this IPv6,
+     * e.g. `fd00:200::5/64`; a bare address means /64), like `omni-daemon
+     * --vip … --vip6 …`.
+     */
+    var `vip6`: kotlin.String? = null, 
+    /**
+     * The UDP port the host binds (None: any).
+     */
+    var `listenPort`: kotlin.UShort? = null, 
+    /**
+     * `ip:port` of our socket on the phone's own networks (at most 4), so
+     * members on the same LAN can reach us directly.
+     */
+    var `localEndpoints`: List<kotlin.String> = listOf(), 
+    /**
+     * DNS servers and search domains for the VPN builder.
+     */
+    var `dns`: List<kotlin.String> = listOf(), 
+    var `mtu`: kotlin.UShort? = null, 
+    /**
+     * Persistent keepalive towards members, seconds (None: 25; 0: off).
+     * Keeps NAT mappings open and starts handshakes as soon as a member appears.
+     */
+    var `meshKeepalive`: kotlin.UShort? = null
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClusterConfig: FfiConverterRustBuffer<ClusterConfig> {
+    override fun read(buf: ByteBuffer): ClusterConfig {
+        return ClusterConfig(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalUShort.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterOptionalUShort.read(buf),
+            FfiConverterOptionalUShort.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ClusterConfig) = (
+            FfiConverterString.allocationSize(value.`privateKey`) +
+            FfiConverterString.allocationSize(value.`nucleusEndpoint`) +
+            FfiConverterString.allocationSize(value.`nucleusPublicKey`) +
+            FfiConverterString.allocationSize(value.`cluster`) +
+            FfiConverterString.allocationSize(value.`secret`) +
+            FfiConverterString.allocationSize(value.`vip`) +
+            FfiConverterOptionalString.allocationSize(value.`vip6`) +
+            FfiConverterOptionalUShort.allocationSize(value.`listenPort`) +
+            FfiConverterSequenceString.allocationSize(value.`localEndpoints`) +
+            FfiConverterSequenceString.allocationSize(value.`dns`) +
+            FfiConverterOptionalUShort.allocationSize(value.`mtu`) +
+            FfiConverterOptionalUShort.allocationSize(value.`meshKeepalive`)
+    )
+
+    override fun write(value: ClusterConfig, buf: ByteBuffer) {
+            FfiConverterString.write(value.`privateKey`, buf)
+            FfiConverterString.write(value.`nucleusEndpoint`, buf)
+            FfiConverterString.write(value.`nucleusPublicKey`, buf)
+            FfiConverterString.write(value.`cluster`, buf)
+            FfiConverterString.write(value.`secret`, buf)
+            FfiConverterString.write(value.`vip`, buf)
+            FfiConverterOptionalString.write(value.`vip6`, buf)
+            FfiConverterOptionalUShort.write(value.`listenPort`, buf)
+            FfiConverterSequenceString.write(value.`localEndpoints`, buf)
+            FfiConverterSequenceString.write(value.`dns`, buf)
+            FfiConverterOptionalUShort.write(value.`mtu`, buf)
+            FfiConverterOptionalUShort.write(value.`meshKeepalive`, buf)
+    }
+}
+
+
+
+/**
+ * One member of the cluster (`Tunnel.cluster_status`).
+ */
+data class ClusterMember (
+    var `publicKey`: kotlin.String, 
+    var `vip`: kotlin.String, 
+    /**
+     * Its IPv6 VIP if it is dual-stack.
+     */
+    var `vip6`: kotlin.String?, 
+    /**
+     * Where we send to it now (the Nucleus's address while relayed).
+     */
+    var `endpoint`: kotlin.String?, 
+    /**
+     * Its address as the Nucleus sees it.
+     */
+    var `reflexiveEndpoint`: kotlin.String?, 
+    var `path`: MemberPath, 
+    var `lastHandshakeAgeNanos`: kotlin.ULong?, 
+    var `rxBytes`: kotlin.ULong, 
+    var `txBytes`: kotlin.ULong
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClusterMember: FfiConverterRustBuffer<ClusterMember> {
+    override fun read(buf: ByteBuffer): ClusterMember {
+        return ClusterMember(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterTypeMemberPath.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ClusterMember) = (
+            FfiConverterString.allocationSize(value.`publicKey`) +
+            FfiConverterString.allocationSize(value.`vip`) +
+            FfiConverterOptionalString.allocationSize(value.`vip6`) +
+            FfiConverterOptionalString.allocationSize(value.`endpoint`) +
+            FfiConverterOptionalString.allocationSize(value.`reflexiveEndpoint`) +
+            FfiConverterTypeMemberPath.allocationSize(value.`path`) +
+            FfiConverterOptionalULong.allocationSize(value.`lastHandshakeAgeNanos`) +
+            FfiConverterULong.allocationSize(value.`rxBytes`) +
+            FfiConverterULong.allocationSize(value.`txBytes`)
+    )
+
+    override fun write(value: ClusterMember, buf: ByteBuffer) {
+            FfiConverterString.write(value.`publicKey`, buf)
+            FfiConverterString.write(value.`vip`, buf)
+            FfiConverterOptionalString.write(value.`vip6`, buf)
+            FfiConverterOptionalString.write(value.`endpoint`, buf)
+            FfiConverterOptionalString.write(value.`reflexiveEndpoint`, buf)
+            FfiConverterTypeMemberPath.write(value.`path`, buf)
+            FfiConverterOptionalULong.write(value.`lastHandshakeAgeNanos`, buf)
+            FfiConverterULong.write(value.`rxBytes`, buf)
+            FfiConverterULong.write(value.`txBytes`, buf)
+    }
+}
+
+
+
+/**
+ * The cluster side of a tunnel created by `Tunnel.join_cluster`.
+ */
+data class ClusterStatus (
+    var `state`: ClusterState, 
+    /**
+     * Our VIP with the cluster's prefix.
+     */
+    var `vip`: kotlin.String, 
+    /**
+     * Our IPv6 VIP with its prefix (dual stack).
+     */
+    var `vip6`: kotlin.String?, 
+    var `nucleusEndpoint`: kotlin.String, 
+    /**
+     * Our address as the Nucleus last saw it (our NAT mapping).
+     */
+    var `reflexiveEndpoint`: kotlin.String?, 
+    var `members`: List<ClusterMember>, 
+    /**
+     * The peer-list version applied last (0: none yet).
+     */
+    var `listVersion`: kotlin.UInt, 
+    /**
+     * Signaling messages sent to and received from the Nucleus.
+     */
+    var `signalingSent`: kotlin.ULong, 
+    var `signalingReceived`: kotlin.ULong, 
+    /**
+     * Datagrams relayed through the Nucleus, out and in.
+     */
+    var `relayedOut`: kotlin.ULong, 
+    var `relayedIn`: kotlin.ULong
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClusterStatus: FfiConverterRustBuffer<ClusterStatus> {
+    override fun read(buf: ByteBuffer): ClusterStatus {
+        return ClusterStatus(
+            FfiConverterTypeClusterState.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceTypeClusterMember.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ClusterStatus) = (
+            FfiConverterTypeClusterState.allocationSize(value.`state`) +
+            FfiConverterString.allocationSize(value.`vip`) +
+            FfiConverterOptionalString.allocationSize(value.`vip6`) +
+            FfiConverterString.allocationSize(value.`nucleusEndpoint`) +
+            FfiConverterOptionalString.allocationSize(value.`reflexiveEndpoint`) +
+            FfiConverterSequenceTypeClusterMember.allocationSize(value.`members`) +
+            FfiConverterUInt.allocationSize(value.`listVersion`) +
+            FfiConverterULong.allocationSize(value.`signalingSent`) +
+            FfiConverterULong.allocationSize(value.`signalingReceived`) +
+            FfiConverterULong.allocationSize(value.`relayedOut`) +
+            FfiConverterULong.allocationSize(value.`relayedIn`)
+    )
+
+    override fun write(value: ClusterStatus, buf: ByteBuffer) {
+            FfiConverterTypeClusterState.write(value.`state`, buf)
+            FfiConverterString.write(value.`vip`, buf)
+            FfiConverterOptionalString.write(value.`vip6`, buf)
+            FfiConverterString.write(value.`nucleusEndpoint`, buf)
+            FfiConverterOptionalString.write(value.`reflexiveEndpoint`, buf)
+            FfiConverterSequenceTypeClusterMember.write(value.`members`, buf)
+            FfiConverterUInt.write(value.`listVersion`, buf)
+            FfiConverterULong.write(value.`signalingSent`, buf)
+            FfiConverterULong.write(value.`signalingReceived`, buf)
+            FfiConverterULong.write(value.`relayedOut`, buf)
+            FfiConverterULong.write(value.`relayedIn`, buf)
     }
 }
 
@@ -3246,7 +3770,11 @@ data class TunnelStats (
     /**
      * Events lost because the host did not poll them.
      */
-    var `eventsDropped`: kotlin.ULong
+    var `eventsDropped`: kotlin.ULong, 
+    /**
+     * Packets `send_ip_batch` could not send (no route, not IP, …).
+     */
+    var `packetsDropped`: kotlin.ULong
 ) {
     
     companion object
@@ -3263,6 +3791,7 @@ public object FfiConverterTypeTunnelStats: FfiConverterRustBuffer<TunnelStats> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -3271,7 +3800,8 @@ public object FfiConverterTypeTunnelStats: FfiConverterRustBuffer<TunnelStats> {
             FfiConverterULong.allocationSize(value.`rxBytes`) +
             FfiConverterULong.allocationSize(value.`txBytes`) +
             FfiConverterULong.allocationSize(value.`datagramsRejected`) +
-            FfiConverterULong.allocationSize(value.`eventsDropped`)
+            FfiConverterULong.allocationSize(value.`eventsDropped`) +
+            FfiConverterULong.allocationSize(value.`packetsDropped`)
     )
 
     override fun write(value: TunnelStats, buf: ByteBuffer) {
@@ -3280,8 +3810,56 @@ public object FfiConverterTypeTunnelStats: FfiConverterRustBuffer<TunnelStats> {
             FfiConverterULong.write(value.`txBytes`, buf)
             FfiConverterULong.write(value.`datagramsRejected`, buf)
             FfiConverterULong.write(value.`eventsDropped`, buf)
+            FfiConverterULong.write(value.`packetsDropped`, buf)
     }
 }
+
+
+
+/**
+ * Where the registration stands.
+ */
+
+enum class ClusterState {
+    
+    /**
+     * Asking the Nucleus for a challenge (its handshake may still be running).
+     */
+    CONNECTING,
+    /**
+     * `Register` sent, waiting for the answer (or retrying after a refusal).
+     */
+    REGISTERING,
+    /**
+     * A member: heartbeats flow, members become peers.
+     */
+    REGISTERED,
+    /**
+     * `leave_cluster` was called.
+     */
+    LEFT;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClusterState: FfiConverterRustBuffer<ClusterState> {
+    override fun read(buf: ByteBuffer) = try {
+        ClusterState.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ClusterState) = 4UL
+
+    override fun write(value: ClusterState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -3441,6 +4019,53 @@ public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
 
 
 
+/**
+ * How a member is reached.
+ */
+
+enum class MemberPath {
+    
+    /**
+     * Added; no handshake completed yet (hole punching).
+     */
+    CONNECTING,
+    /**
+     * A handshake completed over a direct path.
+     */
+    DIRECT,
+    /**
+     * Direct attempts failed; the Nucleus was asked to relay.
+     */
+    RELAY_REQUESTED,
+    /**
+     * Through the Nucleus's relay (still end-to-end encrypted).
+     */
+    RELAYED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMemberPath: FfiConverterRustBuffer<MemberPath> {
+    override fun read(buf: ByteBuffer) = try {
+        MemberPath.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: MemberPath) = 4UL
+
+    override fun write(value: MemberPath, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 
 /**
@@ -3580,6 +4205,15 @@ sealed class TunnelException: kotlin.Exception() {
     }
     
     /**
+     * A cluster operation on a tunnel that did not join a cluster.
+     */
+    class NotInCluster(
+        ) : TunnelException() {
+        override val message
+            get() = ""
+    }
+    
+    /**
      * A bug in omni-ffi (never expected; reported instead of crashing).
      */
     class Internal(
@@ -3636,7 +4270,8 @@ public object FfiConverterTypeTunnelError : FfiConverterRustBuffer<TunnelExcepti
             12 -> TunnelException.BufferTooSmall(
                 FfiConverterULong.read(buf),
                 )
-            13 -> TunnelException.Internal(
+            13 -> TunnelException.NotInCluster()
+            14 -> TunnelException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -3702,6 +4337,10 @@ public object FfiConverterTypeTunnelError : FfiConverterRustBuffer<TunnelExcepti
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterULong.allocationSize(value.`needed`)
+            )
+            is TunnelException.NotInCluster -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
             )
             is TunnelException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -3771,8 +4410,12 @@ public object FfiConverterTypeTunnelError : FfiConverterRustBuffer<TunnelExcepti
                 FfiConverterULong.write(value.`needed`, buf)
                 Unit
             }
-            is TunnelException.Internal -> {
+            is TunnelException.NotInCluster -> {
                 buf.putInt(13)
+                Unit
+            }
+            is TunnelException.Internal -> {
+                buf.putInt(14)
                 FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
@@ -3792,6 +4435,17 @@ sealed class TunnelEvent {
      * The first handshake with the peer completed (or the first after it went down).
      */
     data class PeerUp(
+        val `publicKey`: kotlin.String, 
+        val `initiator`: kotlin.Boolean) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * A later handshake completed while the peer was up: a rekey (every 2
+     * minutes of traffic) or a rehandshake after wake or a network change.
+     * With `PeerUp` it tells a first handshake from a renewal.
+     */
+    data class SessionRenewed(
         val `publicKey`: kotlin.String, 
         val `initiator`: kotlin.Boolean) : TunnelEvent() {
         companion object
@@ -3822,6 +4476,84 @@ sealed class TunnelEvent {
         companion object
     }
     
+    /**
+     * A packet is queued for a peer that has no endpoint: no handshake can
+     * start until the host sets one (`set_peer_endpoint`, `resolve_endpoints`)
+     * or the peer contacts us. Once per peer until it has an endpoint.
+     */
+    data class EndpointNeeded(
+        val `publicKey`: kotlin.String) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * Registered with the Nucleus (again, after `NucleusLost`). `vip` is ours;
+     * `reflexive_endpoint` our address as the Nucleus sees it.
+     */
+    data class ClusterJoined(
+        val `vip`: kotlin.String, 
+        val `reflexiveEndpoint`: kotlin.String?) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * The Nucleus refused a request; registration retries with backoff.
+     * `reason`: `vip-in-use`, `unauthorized`, `capacity`, `rate-limited`, …
+     */
+    data class ClusterRefused(
+        val `reason`: kotlin.String) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * The Nucleus stopped answering (or forgot us): registering again.
+     * Members stay peers meanwhile.
+     */
+    object NucleusLost : TunnelEvent()
+    
+    
+    /**
+     * A member of the cluster became a peer (its VIP routes to it).
+     */
+    data class MemberJoined(
+        val `publicKey`: kotlin.String, 
+        val `vip`: kotlin.String) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * A member left or expired; its peer and route are gone.
+     */
+    data class MemberLeft(
+        val `publicKey`: kotlin.String) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * A member could not become a peer (the peer table is full, or the key
+     * is configured as a peer already).
+     */
+    data class MemberSkipped(
+        val `publicKey`: kotlin.String) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * A member is now reached through the Nucleus's relay (`relayed`), or
+     * directly (again).
+     */
+    data class MemberPathChanged(
+        val `publicKey`: kotlin.String, 
+        val `relayed`: kotlin.Boolean) : TunnelEvent() {
+        companion object
+    }
+    
+    /**
+     * `leave_cluster` completed (drain `poll_transmit` to tell the Nucleus).
+     */
+    object ClusterLeft : TunnelEvent()
+    
+    
 
     
     companion object
@@ -3837,22 +4569,60 @@ public object FfiConverterTypeTunnelEvent : FfiConverterRustBuffer<TunnelEvent>{
                 FfiConverterString.read(buf),
                 FfiConverterBoolean.read(buf),
                 )
-            2 -> TunnelEvent.PeerDown(
+            2 -> TunnelEvent.SessionRenewed(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                )
+            3 -> TunnelEvent.PeerDown(
                 FfiConverterString.read(buf),
                 )
-            3 -> TunnelEvent.EndpointChanged(
+            4 -> TunnelEvent.EndpointChanged(
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            4 -> TunnelEvent.HandshakeFailed(
+            5 -> TunnelEvent.HandshakeFailed(
                 FfiConverterString.read(buf),
                 )
+            6 -> TunnelEvent.EndpointNeeded(
+                FfiConverterString.read(buf),
+                )
+            7 -> TunnelEvent.ClusterJoined(
+                FfiConverterString.read(buf),
+                FfiConverterOptionalString.read(buf),
+                )
+            8 -> TunnelEvent.ClusterRefused(
+                FfiConverterString.read(buf),
+                )
+            9 -> TunnelEvent.NucleusLost
+            10 -> TunnelEvent.MemberJoined(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            11 -> TunnelEvent.MemberLeft(
+                FfiConverterString.read(buf),
+                )
+            12 -> TunnelEvent.MemberSkipped(
+                FfiConverterString.read(buf),
+                )
+            13 -> TunnelEvent.MemberPathChanged(
+                FfiConverterString.read(buf),
+                FfiConverterBoolean.read(buf),
+                )
+            14 -> TunnelEvent.ClusterLeft
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
 
     override fun allocationSize(value: TunnelEvent) = when(value) {
         is TunnelEvent.PeerUp -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`publicKey`)
+                + FfiConverterBoolean.allocationSize(value.`initiator`)
+            )
+        }
+        is TunnelEvent.SessionRenewed -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
@@ -3882,6 +4652,70 @@ public object FfiConverterTypeTunnelEvent : FfiConverterRustBuffer<TunnelEvent>{
                 + FfiConverterString.allocationSize(value.`publicKey`)
             )
         }
+        is TunnelEvent.EndpointNeeded -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`publicKey`)
+            )
+        }
+        is TunnelEvent.ClusterJoined -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`vip`)
+                + FfiConverterOptionalString.allocationSize(value.`reflexiveEndpoint`)
+            )
+        }
+        is TunnelEvent.ClusterRefused -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+        is TunnelEvent.NucleusLost -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is TunnelEvent.MemberJoined -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`publicKey`)
+                + FfiConverterString.allocationSize(value.`vip`)
+            )
+        }
+        is TunnelEvent.MemberLeft -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`publicKey`)
+            )
+        }
+        is TunnelEvent.MemberSkipped -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`publicKey`)
+            )
+        }
+        is TunnelEvent.MemberPathChanged -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`publicKey`)
+                + FfiConverterBoolean.allocationSize(value.`relayed`)
+            )
+        }
+        is TunnelEvent.ClusterLeft -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
     }
 
     override fun write(value: TunnelEvent, buf: ByteBuffer) {
@@ -3892,20 +4726,72 @@ public object FfiConverterTypeTunnelEvent : FfiConverterRustBuffer<TunnelEvent>{
                 FfiConverterBoolean.write(value.`initiator`, buf)
                 Unit
             }
-            is TunnelEvent.PeerDown -> {
+            is TunnelEvent.SessionRenewed -> {
                 buf.putInt(2)
+                FfiConverterString.write(value.`publicKey`, buf)
+                FfiConverterBoolean.write(value.`initiator`, buf)
+                Unit
+            }
+            is TunnelEvent.PeerDown -> {
+                buf.putInt(3)
                 FfiConverterString.write(value.`publicKey`, buf)
                 Unit
             }
             is TunnelEvent.EndpointChanged -> {
-                buf.putInt(3)
+                buf.putInt(4)
                 FfiConverterString.write(value.`publicKey`, buf)
                 FfiConverterString.write(value.`endpoint`, buf)
                 Unit
             }
             is TunnelEvent.HandshakeFailed -> {
-                buf.putInt(4)
+                buf.putInt(5)
                 FfiConverterString.write(value.`publicKey`, buf)
+                Unit
+            }
+            is TunnelEvent.EndpointNeeded -> {
+                buf.putInt(6)
+                FfiConverterString.write(value.`publicKey`, buf)
+                Unit
+            }
+            is TunnelEvent.ClusterJoined -> {
+                buf.putInt(7)
+                FfiConverterString.write(value.`vip`, buf)
+                FfiConverterOptionalString.write(value.`reflexiveEndpoint`, buf)
+                Unit
+            }
+            is TunnelEvent.ClusterRefused -> {
+                buf.putInt(8)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is TunnelEvent.NucleusLost -> {
+                buf.putInt(9)
+                Unit
+            }
+            is TunnelEvent.MemberJoined -> {
+                buf.putInt(10)
+                FfiConverterString.write(value.`publicKey`, buf)
+                FfiConverterString.write(value.`vip`, buf)
+                Unit
+            }
+            is TunnelEvent.MemberLeft -> {
+                buf.putInt(11)
+                FfiConverterString.write(value.`publicKey`, buf)
+                Unit
+            }
+            is TunnelEvent.MemberSkipped -> {
+                buf.putInt(12)
+                FfiConverterString.write(value.`publicKey`, buf)
+                Unit
+            }
+            is TunnelEvent.MemberPathChanged -> {
+                buf.putInt(13)
+                FfiConverterString.write(value.`publicKey`, buf)
+                FfiConverterBoolean.write(value.`relayed`, buf)
+                Unit
+            }
+            is TunnelEvent.ClusterLeft -> {
+                buf.putInt(14)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -4048,6 +4934,38 @@ public object FfiConverterOptionalTypeLogSink: FfiConverterRustBuffer<LogSink?> 
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeClusterStatus: FfiConverterRustBuffer<ClusterStatus?> {
+    override fun read(buf: ByteBuffer): ClusterStatus? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeClusterStatus.read(buf)
+    }
+
+    override fun allocationSize(value: ClusterStatus?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeClusterStatus.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ClusterStatus?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeClusterStatus.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeDatagram: FfiConverterRustBuffer<Datagram?> {
     override fun read(buf: ByteBuffer): Datagram? {
         if (buf.get().toInt() == 0) {
@@ -4130,6 +5048,62 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceByteArray: FfiConverterRustBuffer<List<kotlin.ByteArray>> {
+    override fun read(buf: ByteBuffer): List<kotlin.ByteArray> {
+        val len = buf.getInt()
+        return List<kotlin.ByteArray>(len) {
+            FfiConverterByteArray.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.ByteArray>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterByteArray.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.ByteArray>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterByteArray.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeClusterMember: FfiConverterRustBuffer<List<ClusterMember>> {
+    override fun read(buf: ByteBuffer): List<ClusterMember> {
+        val len = buf.getInt()
+        return List<ClusterMember>(len) {
+            FfiConverterTypeClusterMember.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ClusterMember>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeClusterMember.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ClusterMember>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeClusterMember.write(it, buf)
         }
     }
 }
@@ -4245,6 +5219,34 @@ public object FfiConverterSequenceTypePeerStatus: FfiConverterRustBuffer<List<Pe
         }
     }
 }
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<List<DatagramOutcome>> {
+    override fun read(buf: ByteBuffer): List<DatagramOutcome> {
+        val len = buf.getInt()
+        return List<DatagramOutcome>(len) {
+            FfiConverterTypeDatagramOutcome.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<DatagramOutcome>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDatagramOutcome.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<DatagramOutcome>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDatagramOutcome.write(it, buf)
+        }
+    }
+}
         /**
          * A fresh private key (base64) from the OS's random generator.
          */ fun `generatePrivateKey`(): kotlin.String {
@@ -4284,12 +5286,40 @@ public object FfiConverterSequenceTypePeerStatus: FfiConverterRustBuffer<List<Pe
     
 
         /**
+         * The datagram a host sends (bare, on its UDP socket) to a Nucleus's port to
+         * learn the Nucleus's public key when none was configured: trust on first
+         * use. Pin the answer (`parse_nucleus_key_reply`) and pass it to
+         * `join_cluster` from then on; a configured key is the strong form.
+         */ fun `nucleusKeyQuery`(): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_nucleus_key_query(
+        _status)
+}
+    )
+    }
+    
+
+        /**
          * The library's version.
          */ fun `omniVersion`(): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCall() { _status ->
     UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_omni_version(
         _status)
+}
+    )
+    }
+    
+
+        /**
+         * The Nucleus's public key (base64) in its answer to `nucleus_key_query`,
+         * or None if the datagram is no such answer.
+         */ fun `parseNucleusKeyReply`(`datagram`: kotlin.ByteArray): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(
+        FfiConverterByteArray.lower(`datagram`),_status)
 }
     )
     }

@@ -28,6 +28,11 @@ public final class OmniNative {
     public static final int IN_PLACE_OFFSET = 16;
     /** Extra room a packet buffer needs after the packet (padding and tag). */
     public static final int OVERHEAD = 47;
+    /**
+     * The same for a tunnel in a cluster ({@code Tunnel.joinCluster}): a datagram to a
+     * member relayed by the Nucleus is wrapped again. Covers {@link #OVERHEAD}.
+     */
+    public static final int CLUSTER_OVERHEAD = 160;
     public static final int ENDPOINT_LEN = 20;
 
     public static final int KIND_NONE = 0;

@@ -5,6 +5,7 @@ import android.net.Network
 import android.net.VpnService
 import android.os.ParcelFileDescriptor
 import android.util.Log
+import net.omninervous.uniffi.ClusterConfig
 import net.omninervous.uniffi.LogLevel
 import net.omninervous.uniffi.LogSink
 import net.omninervous.uniffi.Tunnel
@@ -17,8 +18,16 @@ import java.nio.channels.DatagramChannel
 
 /**
  * The VPN host: start it with [ACTION_CONNECT] and a wg-quick config in
- * [EXTRA_CONFIG] (after `VpnService.prepare()` granted the permission).
+ * [EXTRA_CONFIG], or with [ACTION_JOIN] and a cluster ([EXTRA_NUCLEUS],
+ * [EXTRA_NUCLEUS_KEY], [EXTRA_CLUSTER], [EXTRA_SECRET], [EXTRA_VIP]: what
+ * `omni-daemon --nucleus … --cluster … --secret … --vip …` takes), after
+ * `VpnService.prepare()` granted the permission.
  *
+ * - Cluster: the peers are the cluster's members, found through the Nucleus
+ *   (hole punching, relay fallback) by the same omni-core client the daemon
+ *   uses; the route is the cluster's subnet; the phone's addresses on each new
+ *   network are announced to members; leaving the cluster on stop tells the
+ *   others at once.
  * - Builder: addresses, routes (the peers' allowed IPs), DNS servers and
  *   search domains, MTU, all from the config through the Rust parser.
  * - The UDP socket is `protect()`ed so it bypasses the VPN, again each time it
@@ -45,6 +54,27 @@ class OmniVpnService : VpnService() {
             stopSelf()
             return START_NOT_STICKY
         }
+        if (intent?.action == ACTION_JOIN) {
+            val cluster = clusterConfig(intent) ?: run {
+                Log.e(TAG, "ACTION_JOIN needs $EXTRA_NUCLEUS, $EXTRA_NUCLEUS_KEY, $EXTRA_CLUSTER and $EXTRA_VIP")
+                stopSelf()
+                return START_NOT_STICKY
+            }
+            // Creating the tunnel resolves the Nucleus's name: not on the main thread.
+            Thread({
+                try {
+                    joinCluster(cluster)
+                } catch (e: TunnelException) {
+                    Log.e(TAG, "invalid cluster configuration: ${e.message}")
+                    stopSelf()
+                } catch (e: IOException) {
+                    Log.e(TAG, "could not join the cluster", e)
+                    stopTunnel()
+                    stopSelf()
+                }
+            }, "omni-join").start()
+            return START_STICKY
+        }
         val config = intent?.getStringExtra(EXTRA_CONFIG) ?: return START_NOT_STICKY
         return try {
             startTunnel(config)
@@ -64,7 +94,31 @@ class OmniVpnService : VpnService() {
     @Throws(TunnelException::class, IOException::class)
     fun startTunnel(wgQuick: String) {
         stopTunnel()
-        val t = Tunnel.fromWgQuick(wgQuick)
+        establish(Tunnel.fromWgQuick(wgQuick))
+    }
+
+    /** Joins a cluster through its Nucleus (blocking DNS for a host name: call it off the main thread). */
+    @Throws(TunnelException::class, IOException::class)
+    fun joinCluster(config: ClusterConfig) {
+        stopTunnel()
+        establish(Tunnel.joinCluster(config))
+    }
+
+    private fun clusterConfig(intent: Intent): ClusterConfig? {
+        val nucleus = intent.getStringExtra(EXTRA_NUCLEUS) ?: return null
+        val key = intent.getStringExtra(EXTRA_NUCLEUS_KEY) ?: return null
+        val cluster = intent.getStringExtra(EXTRA_CLUSTER) ?: return null
+        val vip = intent.getStringExtra(EXTRA_VIP) ?: return null
+        // The device key: generated here for the example; an app keeps one in its keystore.
+        val privateKey = intent.getStringExtra(EXTRA_PRIVATE_KEY) ?: net.omninervous.uniffi.generatePrivateKey()
+        return ClusterConfig(
+            privateKey = privateKey, nucleusEndpoint = nucleus, nucleusPublicKey = key, cluster = cluster,
+            secret = intent.getStringExtra(EXTRA_SECRET) ?: "", vip = vip, vip6 = intent.getStringExtra(EXTRA_VIP6),
+        )
+    }
+
+    @Throws(IOException::class)
+    private fun establish(t: Tunnel) {
         val settings = t.interfaceSettings()
         listenPort = settings.listenPort?.toInt() ?: 0
 
@@ -76,7 +130,10 @@ class OmniVpnService : VpnService() {
         settings.routes.forEach { builder.addRoute(it.address, it.prefixLength.toInt()) }
         settings.dnsServers.forEach { builder.addDnsServer(it) }
         settings.searchDomains.forEach { builder.addSearchDomain(it) }
-        val fd = builder.establish() ?: throw IOException("VPN permission not granted (call VpnService.prepare)")
+        val fd = builder.establish() ?: run {
+            t.destroy()
+            throw IOException("VPN permission not granted (call VpnService.prepare)")
+        }
 
         tunnel = t
         tun = fd
@@ -90,7 +147,10 @@ class OmniVpnService : VpnService() {
 
         network = NetworkMonitor(this, onChanged = { n -> onNetworkChanged(n) }, onLost = {
             setUnderlyingNetworks(null)
-        }).also { it.start() }
+        }).also {
+            it.start()
+            if (t.clusterStatus() != null) r.setLocalAddresses(it.activeAddresses())
+        }
         power = PowerMonitor(this, onSleep = { runner?.onSleep() }, onWake = { runner?.onWake() }).also { it.start() }
         Log.i(TAG, "tunnel up: ${settings.addresses.size} address(es), ${settings.routes.size} route(s)")
     }
@@ -98,6 +158,7 @@ class OmniVpnService : VpnService() {
     private fun onNetworkChanged(n: Network) {
         setUnderlyingNetworks(arrayOf(n))
         runner?.onNetworkChanged()
+        network?.let { runner?.setLocalAddresses(it.addresses(n)) }
     }
 
     /** A UDP socket that bypasses the VPN. Called again for every new socket. */
@@ -119,6 +180,8 @@ class OmniVpnService : VpnService() {
     fun stopTunnel() {
         power?.stop()
         network?.stop()
+        // In a cluster: the others drop us at once instead of after a timeout.
+        runner?.let { r -> runCatching { r.leaveCluster() }.onFailure { Log.w(TAG, "leave failed", it) } }
         runner?.stop()
         runCatching { tun?.close() }
         tunnel?.destroy()
@@ -144,6 +207,19 @@ class OmniVpnService : VpnService() {
         const val ACTION_CONNECT = "net.omninervous.android.CONNECT"
         const val ACTION_DISCONNECT = "net.omninervous.android.DISCONNECT"
         const val EXTRA_CONFIG = "net.omninervous.android.CONFIG"
+        const val ACTION_JOIN = "net.omninervous.android.JOIN"
+        /** `host:port` of the Nucleus. */
+        const val EXTRA_NUCLEUS = "net.omninervous.android.NUCLEUS"
+        /** The Nucleus's public key (base64, printed by `omni-daemon --mode nucleus`). */
+        const val EXTRA_NUCLEUS_KEY = "net.omninervous.android.NUCLEUS_KEY"
+        const val EXTRA_CLUSTER = "net.omninervous.android.CLUSTER"
+        const val EXTRA_SECRET = "net.omninervous.android.SECRET"
+        /** Our VIP with the cluster's prefix, e.g. `10.200.0.7/24`. */
+        const val EXTRA_VIP = "net.omninervous.android.VIP"
+        /** Optional: an IPv6 VIP with its prefix for a dual-stack member (`EXTRA_VIP` is then IPv4). */
+        const val EXTRA_VIP6 = "net.omninervous.android.VIP6"
+        /** Optional: the device's private key (base64); a fresh one otherwise. */
+        const val EXTRA_PRIVATE_KEY = "net.omninervous.android.PRIVATE_KEY"
         private const val TAG = "OmniVpnService"
 
         init {

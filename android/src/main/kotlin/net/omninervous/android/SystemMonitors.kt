@@ -42,6 +42,12 @@ class NetworkMonitor(
 
     fun start() = connectivity.registerDefaultNetworkCallback(callback)
 
+    /** The addresses of a network's interface (announced to cluster members as LAN candidates). */
+    fun addresses(network: Network): List<java.net.InetAddress> =
+        connectivity.getLinkProperties(network)?.linkAddresses?.map { it.address } ?: emptyList()
+
+    fun activeAddresses(): List<java.net.InetAddress> = connectivity.activeNetwork?.let(::addresses) ?: emptyList()
+
     fun stop() = runCatching { connectivity.unregisterNetworkCallback(callback) }
 
     companion object {

@@ -45,7 +45,9 @@ class TunnelRunner(
     private val handle: Long = tunnel.packetHandle().toLong()
     private val tunIn: FileChannel = FileInputStream(tunFd).channel
     private val tunOut: FileChannel = FileOutputStream(tunFd).channel
-    private val packetBufferSize = OmniNative.IN_PLACE_OFFSET + mtu + OmniNative.OVERHEAD + 64
+    // Room for relay framing too, for tunnels in a cluster (whose transmits
+    // need the datagram + 100 bytes: 1700 always suffice).
+    private val packetBufferSize = maxOf(OmniNative.IN_PLACE_OFFSET + mtu + OmniNative.CLUSTER_OVERHEAD + 64, 2048)
 
     @Volatile private var socket: DatagramChannel = socketFactory()
     @Volatile private var running = false
@@ -96,13 +98,33 @@ class TunnelRunner(
 
     fun onSleep() = tunnel.onSleep()
 
+    /**
+     * A cluster tunnel's addresses on the new network (`ip:port` of our socket),
+     * announced to the members through the Nucleus for direct paths on a shared LAN.
+     */
+    fun setLocalAddresses(addresses: List<java.net.InetAddress>) {
+        if (tunnel.clusterStatus() == null) return
+        val port = (socket.localAddress as? InetSocketAddress)?.port ?: return
+        val endpoints = addresses.filter { !it.isLoopbackAddress && !it.isLinkLocalAddress }
+            .take(4).map { if (it is java.net.Inet6Address) "[${it.hostAddress}]:$port" else "${it.hostAddress}:$port" }
+        runCatching { tunnel.setLocalEndpoints(endpoints) }.onFailure { Log.w(TAG, "local endpoints not announced", it) }
+        flushAndRearm(ByteBuffer.allocateDirect(packetBufferSize), ByteBuffer.allocateDirect(OmniNative.ENDPOINT_LEN))
+    }
+
+    /** Leaves the cluster (if the tunnel is in one) and sends the goodbye before [stop]. */
+    fun leaveCluster() {
+        if (tunnel.clusterStatus() == null) return
+        tunnel.leaveCluster()
+        flush(ByteBuffer.allocateDirect(packetBufferSize), ByteBuffer.allocateDirect(OmniNative.ENDPOINT_LEN))
+    }
+
     private fun tunLoop() {
         val buf = ByteBuffer.allocateDirect(packetBufferSize)
         val ep = ByteBuffer.allocateDirect(OmniNative.ENDPOINT_LEN)
         while (running) {
             try {
                 buf.clear().position(OmniNative.IN_PLACE_OFFSET)
-                buf.limit(packetBufferSize - OmniNative.OVERHEAD)
+                buf.limit(packetBufferSize - OmniNative.CLUSTER_OVERHEAD)
                 val n = tunIn.read(buf)
                 if (n <= 0) continue
                 buf.limit(buf.capacity())

@@ -1,0 +1,4 @@
+package android.net;
+public class LinkAddress {
+    public java.net.InetAddress getAddress() { throw new RuntimeException("Stub!"); }
+}
