@@ -7,7 +7,7 @@ use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::constants::{COOKIE_REFRESH_TIME, LABEL_COOKIE, LABEL_MAC1};
 use crate::noise::kdf::{hash2, mac};
@@ -147,21 +147,19 @@ impl CookieChecker {
 }
 
 /// Initiator side, per peer: stamps MAC1/MAC2 on our handshake messages and
-/// absorbs cookie replies.
+/// absorbs cookie replies. Keeps the two keys derived from the peer's public
+/// key; a large peer table uses [`CookieState`] instead, which derives them
+/// on demand.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct CookieJar {
     #[zeroize(skip)]
     keys: MacKeys,
-    cookie: [u8; 16],
-    #[zeroize(skip)]
-    cookie_at: Option<Instant>,
-    /// MAC1 of the last handshake message we sent: the AAD of a cookie reply.
-    last_mac1: Option<[u8; 16]>,
+    state: CookieState,
 }
 
 impl core::fmt::Debug for CookieJar {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CookieJar").field("has_cookie", &self.cookie_at.is_some()).finish()
+        f.debug_struct("CookieJar").field("has_cookie", &self.state.cookie_at.is_some()).finish()
     }
 }
 
@@ -171,12 +169,56 @@ pub struct BadCookieReply;
 
 impl CookieJar {
     pub fn new(peer_public: &[u8; 32]) -> Self {
-        CookieJar { keys: MacKeys::new(peer_public), cookie: [0; 16], cookie_at: None, last_mac1: None }
+        CookieJar { keys: MacKeys::new(peer_public), state: CookieState::default() }
     }
 
     /// Fills in MAC1 and MAC2 of a fully written handshake message.
     pub fn stamp(&mut self, now: Instant, msg: &mut [u8], mac1_off: usize) {
-        let m1 = mac(&self.keys.mac1, msg.get(..mac1_off).unwrap_or(&[]));
+        self.state.stamp_with(&self.keys.mac1, now, msg, mac1_off);
+    }
+
+    /// Decrypts a cookie reply addressed to our last message and keeps the cookie.
+    pub fn absorb(&mut self, now: Instant, reply: &CookieReply) -> Result<(), BadCookieReply> {
+        self.state.absorb_with(&self.keys.cookie, now, reply)
+    }
+}
+
+/// The per-peer part of a [`CookieJar`] without its keys: the MAC1 and
+/// cookie-encryption keys are derived from the peer's public key each time
+/// one is needed (a BLAKE2s over 40 bytes, next to the Curve25519 work of a
+/// handshake), so each peer of a large table saves their 64 bytes.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
+pub struct CookieState {
+    cookie: [u8; 16],
+    #[zeroize(skip)]
+    cookie_at: Option<Instant>,
+    /// MAC1 of the last handshake message we sent: the AAD of a cookie reply.
+    last_mac1: Option<[u8; 16]>,
+}
+
+impl core::fmt::Debug for CookieState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CookieState").field("has_cookie", &self.cookie_at.is_some()).finish()
+    }
+}
+
+impl CookieState {
+    /// Fills in MAC1 and MAC2 of a fully written handshake message to the
+    /// peer with public key `peer_public`.
+    pub fn stamp(&mut self, peer_public: &[u8; 32], now: Instant, msg: &mut [u8], mac1_off: usize) {
+        let key = Zeroizing::new(hash2(LABEL_MAC1, peer_public));
+        self.stamp_with(&key, now, msg, mac1_off);
+    }
+
+    /// Decrypts a cookie reply from the peer with public key `peer_public`
+    /// addressed to our last message and keeps the cookie.
+    pub fn absorb(&mut self, peer_public: &[u8; 32], now: Instant, reply: &CookieReply) -> Result<(), BadCookieReply> {
+        let key = Zeroizing::new(hash2(LABEL_COOKIE, peer_public));
+        self.absorb_with(&key, now, reply)
+    }
+
+    fn stamp_with(&mut self, mac1_key: &[u8; 32], now: Instant, msg: &mut [u8], mac1_off: usize) {
+        let m1 = mac(mac1_key, msg.get(..mac1_off).unwrap_or(&[]));
         let mac2_off = mac1_off.saturating_add(16);
         if let Some(d) = msg.get_mut(mac1_off..mac2_off) {
             d.copy_from_slice(&m1);
@@ -192,13 +234,12 @@ impl CookieJar {
         }
     }
 
-    /// Decrypts a cookie reply addressed to our last message and keeps the cookie.
-    pub fn absorb(&mut self, now: Instant, reply: &CookieReply) -> Result<(), BadCookieReply> {
+    fn absorb_with(&mut self, cookie_key: &[u8; 32], now: Instant, reply: &CookieReply) -> Result<(), BadCookieReply> {
         let aad = self.last_mac1.ok_or(BadCookieReply)?;
         let mut buf = [0u8; 16];
         let (ct, tag) = reply.encrypted_cookie.split_at(16);
         buf.copy_from_slice(ct);
-        let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.keys.cookie));
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(cookie_key));
         cipher
             .decrypt_in_place_detached(XNonce::from_slice(&reply.nonce), &aad, &mut buf, Tag::from_slice(tag))
             .map_err(|_| BadCookieReply)?;
@@ -340,5 +381,31 @@ mod tests {
         // After the secret rotates (120 s), the old cookie no longer verifies.
         let later = now + Duration::from_secs(121);
         assert!(!checker.verify_mac2(later, src, &msg, Initiation::MAC2_OFFSET, &mut rng));
+    }
+
+    #[test]
+    fn cookie_state_matches_jar() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        use rand_core::SeedableRng;
+        let responder_pub = [7u8; 32];
+        let mut checker = CookieChecker::new(&responder_pub);
+        let mut jar = CookieJar::new(&responder_pub);
+        let mut state = CookieState::default();
+        let src: SocketAddr = "198.51.100.8:4444".parse().unwrap();
+        let now = Instant::from_secs(10);
+        let mut a = [3u8; 148];
+        let mut b = a;
+        jar.stamp(now, &mut a, Initiation::MAC1_OFFSET);
+        state.stamp(&responder_pub, now, &mut b, Initiation::MAC1_OFFSET);
+        assert_eq!(a, b);
+        let m1: [u8; 16] = b[116..132].try_into().unwrap();
+        let reply = checker.reply(now, src, 1, &m1, &mut rng);
+        assert_eq!(state.absorb(&[8u8; 32], now, &reply), Err(BadCookieReply), "other peer's key");
+        state.absorb(&responder_pub, now, &reply).unwrap();
+        jar.absorb(now, &reply).unwrap();
+        jar.stamp(now, &mut a, Initiation::MAC1_OFFSET);
+        state.stamp(&responder_pub, now, &mut b, Initiation::MAC1_OFFSET);
+        assert_eq!(a, b);
+        assert!(checker.verify_mac2(now, src, &b, Initiation::MAC2_OFFSET, &mut rng));
     }
 }

@@ -1025,7 +1025,7 @@ where
         peer.tx_bytes = peer.tx_bytes.saturating_add(RESPONSE_LEN as u64);
         let msg = out.get_mut(..RESPONSE_LEN).ok_or(RecvError::BufferTooSmall { needed: RESPONSE_LEN })?;
         resp.emit(msg);
-        peer.cookies.stamp(now, msg, Response::MAC1_OFFSET);
+        peer.cookies.stamp(&peer.statik.public.0, now, msg, Response::MAC1_OFFSET);
         for s in dropped {
             self.forget_session(s);
         }
@@ -1082,7 +1082,7 @@ where
         let id = *self.indexes.get(&reply.receiver).ok_or(RecvError::UnknownIndex)?;
         let peer = self.peer_mut(id).ok_or(RecvError::UnknownIndex)?;
         // Never roam on a cookie reply: it is not authenticated by the peer's key.
-        peer.cookies.absorb(now, reply).map_err(|_| RecvError::BadCookie)?;
+        peer.cookies.absorb(&peer.statik.public.0, now, reply).map_err(|_| RecvError::BadCookie)?;
         Ok(Received::Done)
     }
 
@@ -1204,7 +1204,7 @@ where
         let Some(peer) = self.peer_mut(id) else { return Ok(None) };
         let buf = out.get_mut(..INITIATION_LEN).ok_or(SendError::BufferTooSmall { needed: INITIATION_LEN })?;
         msg.emit(buf);
-        peer.cookies.stamp(now, buf, Initiation::MAC1_OFFSET);
+        peer.cookies.stamp(&peer.statik.public.0, now, buf, Initiation::MAC1_OFFSET);
         peer.initiation = Some(Held::new(state));
         peer.last_initiation_sent = Some(now);
         peer.tx_bytes = peer.tx_bytes.saturating_add(INITIATION_LEN as u64);

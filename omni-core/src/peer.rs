@@ -3,7 +3,7 @@
 
 use core::net::SocketAddr;
 
-use crate::cookie::CookieJar;
+use crate::cookie::CookieState;
 use crate::crypto::CryptoProvider;
 use crate::noise::handshake::{InitiatorState, PeerStatic};
 use crate::noise::tai64n::Tai64N;
@@ -66,7 +66,8 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Held<T> {
 /// [`Storage::Replay`](crate::storage::Storage::Replay)).
 pub struct Peer<C: CryptoProvider, W: AntiReplay> {
     pub(crate) statik: PeerStatic,
-    pub(crate) cookies: CookieJar,
+    /// Cookie state; its keys are derived from `statik.public` when used.
+    pub(crate) cookies: CookieState,
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) persistent_keepalive: Option<u16>,
     pub(crate) timers: TimerTable,
@@ -116,10 +117,9 @@ impl<C: CryptoProvider, W: AntiReplay> core::fmt::Debug for Peer<C, W> {
 
 impl<C: CryptoProvider, W: AntiReplay> Peer<C, W> {
     pub(crate) fn new(statik: PeerStatic, endpoint: Option<SocketAddr>, persistent_keepalive: Option<u16>) -> Self {
-        let cookies = CookieJar::new(&statik.public.0);
         Peer {
             statik,
-            cookies,
+            cookies: CookieState::default(),
             endpoint,
             persistent_keepalive: persistent_keepalive.filter(|&k| k > 0),
             timers: TimerTable::default(),

@@ -29,37 +29,48 @@ impl Timer {
     ];
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// Deadlines in nanoseconds, [`UNSET`] for a disarmed timer: half the size
+/// of `[Option<Instant>; 5]` (a Nucleus keeps one table per member).
+#[derive(Clone, Copy, Debug)]
 pub struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [u64; 5],
+}
+
+const UNSET: u64 = u64::MAX;
+
+impl Default for TimerTable {
+    fn default() -> Self {
+        TimerTable { deadlines: [UNSET; 5] }
+    }
 }
 
 impl TimerTable {
     pub fn set(&mut self, t: Timer, at: Instant) {
         if let Some(d) = self.deadlines.get_mut(t as usize) {
-            *d = Some(at);
+            // The last nanosecond of the clock (584 years) stands for "unset".
+            *d = at.as_nanos().min(UNSET.saturating_sub(1));
         }
     }
     pub fn stop(&mut self, t: Timer) {
         if let Some(d) = self.deadlines.get_mut(t as usize) {
-            *d = None;
+            *d = UNSET;
         }
     }
     pub fn get(&self, t: Timer) -> Option<Instant> {
-        self.deadlines.get(t as usize).copied().flatten()
+        self.deadlines.get(t as usize).copied().filter(|&d| d != UNSET).map(Instant::from_nanos)
     }
     pub fn is_set(&self, t: Timer) -> bool {
         self.get(t).is_some()
     }
     pub fn next(&self) -> Option<Instant> {
-        self.deadlines.iter().flatten().min().copied()
+        self.deadlines.iter().copied().filter(|&d| d != UNSET).min().map(Instant::from_nanos)
     }
     /// Disarms and returns the first timer due at `now`.
     pub fn take_expired(&mut self, now: Instant) -> Option<Timer> {
         for t in Timer::ALL {
             if let Some(d) = self.deadlines.get_mut(t as usize) {
-                if d.is_some_and(|at| at <= now) {
-                    *d = None;
+                if *d != UNSET && *d <= now.as_nanos() {
+                    *d = UNSET;
                     return Some(t);
                 }
             }
@@ -67,6 +78,6 @@ impl TimerTable {
         None
     }
     pub fn clear(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [UNSET; 5];
     }
 }

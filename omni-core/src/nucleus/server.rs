@@ -8,7 +8,7 @@
 //! session becomes a member by proving, inside the session, knowledge of its
 //! cluster's private key (see [`cluster`](super::cluster)).
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -273,13 +273,13 @@ struct Membership {
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
     version: u32,
-    after: Option<PublicKey>,
+    after: Option<PeerId>,
 }
 
-/// What the Nucleus keeps per session (per edge key).
+/// What the Nucleus keeps per session (per edge key; the key itself is the
+/// node peer's, not repeated here).
 #[derive(Debug)]
 struct Session {
-    key: PublicKey,
     last_seen: Instant,
     /// The challenge of our last reply, and the one before (a request may
     /// cross a reply).
@@ -299,8 +299,10 @@ struct Session {
 
 struct Cluster {
     auth: AuthKey,
-    members: BTreeMap<PublicKey, PeerId>,
-    vips: BTreeMap<IpAddr, PublicKey>,
+    /// Members by session (their keys are the node's).
+    members: BTreeSet<PeerId>,
+    /// Who holds each VIP.
+    vips: BTreeMap<IpAddr, PeerId>,
     version: u32,
     /// Added by [`NucleusServer::add_cluster`]: kept when empty.
     provisioned: bool,
@@ -527,7 +529,7 @@ where
         let Some(auth) = AuthKey::for_nucleus::<C>(&self.local.secret, &cluster) else { return false };
         self.clusters.insert(
             cluster,
-            Cluster { auth, members: BTreeMap::new(), vips: BTreeMap::new(), version: 1, provisioned: true },
+            Cluster { auth, members: BTreeSet::new(), vips: BTreeMap::new(), version: 1, provisioned: true },
         );
         true
     }
@@ -591,7 +593,6 @@ where
             Ok(r) => {
                 let challenge = self.random_challenge();
                 let session = Session {
-                    key,
                     last_seen: now,
                     challenge,
                     prev_challenge: None,
@@ -692,7 +693,7 @@ where
 
     fn on_register(&mut self, now: Instant, peer: PeerId, r: Register) {
         let Some(s) = self.session(peer) else { return };
-        let key = s.key;
+        let Some(key) = self.key_of(peer) else { return };
         let current = s.challenge == r.challenge || s.prev_challenge == Some(r.challenge);
         if !current {
             bump(&mut self.stats.challenge_expired);
@@ -729,7 +730,7 @@ where
             let Some(auth) = AuthKey::for_nucleus::<C>(&self.local.secret, &r.cluster_key) else { return };
             self.clusters.insert(
                 r.cluster_key,
-                Cluster { auth, members: BTreeMap::new(), vips: BTreeMap::new(), version: 1, provisioned: false },
+                Cluster { auth, members: BTreeSet::new(), vips: BTreeMap::new(), version: 1, provisioned: false },
             );
             self.push_event(ServerEvent::ClusterCreated { cluster: r.cluster_key });
         }
@@ -739,13 +740,13 @@ where
             self.remove_member(now, peer, LeaveReason::Moved);
         }
         let Some(cluster) = self.clusters.get(&r.cluster_key) else { return };
-        let rejoin = cluster.members.contains_key(&key);
+        let rejoin = cluster.members.contains(&peer);
         if !rejoin && cluster.members.len() >= self.config.max_cluster_members {
             self.refuse(peer, key, ErrorCode::Capacity);
             return;
         }
         let wanted = [Some(r.vip), r.vip2];
-        if wanted.iter().flatten().any(|v| cluster.vips.get(v).is_some_and(|holder| *holder != key)) {
+        if wanted.iter().flatten().any(|v| cluster.vips.get(v).is_some_and(|holder| *holder != peer)) {
             bump(&mut self.stats.vip_conflicts);
             self.refuse(peer, key, ErrorCode::VipInUse);
             return;
@@ -760,15 +761,15 @@ where
         if let Some(m) = &s.member {
             // VIPs it no longer asks for are free again.
             for old in [Some(m.vip), m.vip2].into_iter().flatten() {
-                if !wanted.contains(&Some(old)) && cluster.vips.get(&old) == Some(&key) {
+                if !wanted.contains(&Some(old)) && cluster.vips.get(&old) == Some(&peer) {
                     cluster.vips.remove(&old);
                 }
             }
         }
         for v in wanted.into_iter().flatten() {
-            cluster.vips.insert(v, key);
+            cluster.vips.insert(v, peer);
         }
-        cluster.members.insert(key, peer);
+        cluster.members.insert(peer);
         let fresh = s.member.is_none();
         let locals = r.locals.iter().copied().collect();
         s.member = Some(Membership { cluster: r.cluster_key, vip: r.vip, vip2: r.vip2, locals, reflexive });
@@ -827,7 +828,7 @@ where
             return;
         }
         s.relay_tokens = s.relay_tokens.saturating_sub(cost);
-        let key = s.key;
+        let Some(key) = self.key_of(peer) else { return };
         bump(&mut self.stats.relayed);
         self.stats.relayed_bytes = self.stats.relayed_bytes.saturating_add(cost);
         self.send(target, &Message::RelayData(RelayData { peer: key, datagram: d.datagram }));
@@ -868,7 +869,7 @@ where
         }
         let n = w.finish();
         buf.truncate(n);
-        self.broadcast(now, peer, entry.key, Arc::from(buf));
+        self.broadcast(now, peer, Arc::from(buf));
     }
 
     /// Removes the peer's membership (not the session) and tells the cluster.
@@ -876,13 +877,13 @@ where
         let Some(Some(s)) = self.sessions.get_mut(usize::try_from(peer.0).unwrap_or(usize::MAX)) else { return };
         let Some(m) = s.member.take() else { return };
         s.full_list = None;
-        let key = s.key;
+        let key = self.node.peer_stats(peer).map(|p| p.public_key).unwrap_or_default();
         self.member_count = self.member_count.saturating_sub(1);
         self.push_event(ServerEvent::MemberLeft { cluster: m.cluster, key, reason });
         let Some(cluster) = self.clusters.get_mut(&m.cluster) else { return };
-        cluster.members.remove(&key);
+        cluster.members.remove(&peer);
         for vip in [Some(m.vip), m.vip2].into_iter().flatten() {
-            if cluster.vips.get(&vip) == Some(&key) {
+            if cluster.vips.get(&vip) == Some(&peer) {
                 cluster.vips.remove(&vip);
             }
         }
@@ -904,7 +905,7 @@ where
         let n = w.finish();
         buf.truncate(n);
         let cluster_key = m.cluster;
-        self.broadcast_in(now, &cluster_key, key, Arc::from(buf));
+        self.broadcast_in(now, &cluster_key, peer, Arc::from(buf));
     }
 
     /// Ends the session: membership, node peer, state.
@@ -920,15 +921,16 @@ where
         self.outq.retain(|(p, _)| *p != peer);
     }
 
-    fn broadcast(&mut self, now: Instant, peer: PeerId, key: PublicKey, payload: Arc<[u8]>) {
+    /// Queues `payload` for every other member of the peer's cluster.
+    fn broadcast(&mut self, now: Instant, peer: PeerId, payload: Arc<[u8]>) {
         let Some(cluster) = self.session(peer).and_then(|s| s.member.as_ref()).map(|m| m.cluster) else { return };
-        self.broadcast_in(now, &cluster, key, payload);
+        self.broadcast_in(now, &cluster, peer, payload);
     }
 
-    fn broadcast_in(&mut self, now: Instant, cluster: &PublicKey, except: PublicKey, payload: Arc<[u8]>) {
+    fn broadcast_in(&mut self, now: Instant, cluster: &PublicKey, except: PeerId, payload: Arc<[u8]>) {
         let Some(c) = self.clusters.get(cluster) else { return };
-        for (k, p) in &c.members {
-            if *k == except {
+        for p in &c.members {
+            if *p == except {
                 continue;
             }
             if self.outq.len() >= self.config.max_queue {
@@ -964,7 +966,6 @@ where
                 }
                 continue;
             };
-            let key = s.key;
             let Some(cluster) = self.clusters.get(&m.cluster) else { continue };
             // The list changed since the stream started: start over at the new version.
             let cursor = if cursor.version == cluster.version {
@@ -981,20 +982,20 @@ where
             };
             let mut last = cursor.after;
             let mut done = true;
-            for (k, p) in range {
-                if *k == key {
-                    last = Some(*k);
+            for &p in range {
+                if p == peer {
+                    last = Some(p);
                     continue;
                 }
-                let Some(entry) = entry_from(&self.sessions, *p) else {
-                    last = Some(*k);
+                let Some(entry) = entry_from(&self.node, &self.sessions, p) else {
+                    last = Some(p);
                     continue;
                 };
                 if !w.push_add(&entry) {
                     done = false;
                     break;
                 }
-                last = Some(*k);
+                last = Some(p);
             }
             let n = w.finish();
             buf.truncate(n);
@@ -1134,11 +1135,16 @@ where
 
     /// The member `key` if it is in the same cluster as `peer`.
     fn same_cluster(&self, peer: PeerId, key: &PublicKey) -> Option<PeerId> {
-        let own = self.session(peer)?.key;
-        if own == *key {
+        let target = self.node.peer_by_key(key)?;
+        if target == peer {
             return None;
         }
-        self.cluster_of(peer)?.members.get(key).copied()
+        self.cluster_of(peer)?.members.contains(&target).then_some(target)
+    }
+
+    /// The peer's public key (kept by the node, once per peer).
+    fn key_of(&self, peer: PeerId) -> Option<PublicKey> {
+        self.node.peer_stats(peer).map(|p| p.public_key)
     }
 
     fn endpoint_of(&self, peer: PeerId) -> Option<SocketAddr> {
@@ -1146,7 +1152,7 @@ where
     }
 
     fn entry_of(&self, peer: PeerId) -> Option<PeerEntry> {
-        entry_from(&self.sessions, peer)
+        entry_from(&self.node, &self.sessions, peer)
     }
 
     fn random_challenge(&mut self) -> Challenge {
@@ -1217,11 +1223,16 @@ where
     }
 }
 
-fn entry_from(sessions: &[Option<Session>], peer: PeerId) -> Option<PeerEntry> {
+fn entry_from<C: CryptoProvider, R: rand_core::RngCore + rand_core::CryptoRng>(
+    node: &Node<C, R, NucleusStorage>,
+    sessions: &[Option<Session>],
+    peer: PeerId,
+) -> Option<PeerEntry> {
     let s = sessions.get(usize::try_from(peer.0).ok()?)?.as_ref()?;
     let m = s.member.as_ref()?;
+    let key = node.peer_stats(peer)?.public_key;
     let locals = m.locals.iter().copied().take(MAX_LOCAL_ENDPOINTS).collect();
-    Some(PeerEntry { key: s.key, vip: m.vip, vip2: m.vip2, reflexive: m.reflexive, locals })
+    Some(PeerEntry { key, vip: m.vip, vip2: m.vip2, reflexive: m.reflexive, locals })
 }
 
 #[cfg(test)]
