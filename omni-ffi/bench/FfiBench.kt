@@ -9,6 +9,11 @@
 //                            N packets per call (what iOS' readPackets hands over)
 //   JNI, direct ByteBuffer : OmniNative.sendIp + OmniNative.handleDatagram in place
 //                            on one direct buffer (Android's packet path)
+//   JNA direct mapping     : the C API (omni_tunnel_send_ip_in_place +
+//                            omni_tunnel_handle_datagram_in_place) bound from
+//                            Kotlin with JNA's direct mapping (Native.register),
+//                            in place on native memory: Kotlin/JNA without
+//                            uniffi's generated (interface-mapped) glue
 //
 // plus where the uniffi time goes: the cost of a uniffi call that moves no
 // bytes (Tunnel.nowNanos) and of each half alone.
@@ -20,6 +25,11 @@
 // against them. Run it through that script.
 package net.omninervous.bench
 
+import com.sun.jna.Memory
+import com.sun.jna.Native
+import com.sun.jna.NativeLibrary
+import com.sun.jna.Pointer
+import com.sun.jna.ptr.PointerByReference
 import net.omninervous.ffi.OmniNative
 import net.omninervous.uniffi.*
 import java.nio.ByteBuffer
@@ -142,16 +152,100 @@ class Jni(p: Pair2) {
     }
 }
 
+/**
+ * The packet calls of the C API (bindings/c/omni.h) bound with JNA's direct
+ * mapping: `Native.register` binds these `external` functions to the library's
+ * symbols, so a call is one JNI transition with primitive and pointer
+ * arguments (no reflection, no Structure objects). Enums are C ints, size_t
+ * and uint64_t are Java longs (64-bit Linux).
+ */
+object OmniC {
+    const val RESULT_OK = 0
+    const val KIND_TUN = 1
+    const val KIND_NETWORK = 2
+    const val IN_PLACE_OFFSET = 16 // OMNI_IN_PLACE_OFFSET
+    const val OVERHEAD = 47 // OMNI_OVERHEAD
+
+    // struct OmniOutput { int kind; size_t offset; size_t len; OmniEndpoint endpoint; size_t needed; }
+    const val OUTPUT_SIZE = 56
+    const val OUTPUT_KIND = 0L
+    const val OUTPUT_LEN = 16L
+
+    // struct OmniEndpoint { uint8_t family; uint16_t port; uint8_t addr[16]; }
+    const val ENDPOINT_SIZE = 20
+
+    fun bind(path: String) = Native.register(OmniC::class.java, NativeLibrary.getInstance(path))
+
+    @JvmStatic external fun omni_tunnel_from_packet_handle(handle: Long, out: PointerByReference): Int
+    @JvmStatic external fun omni_tunnel_free(t: Pointer)
+    @JvmStatic external fun omni_tunnel_send_ip_in_place(t: Pointer, nowNs: Long, buf: Pointer, cap: Long, len: Long, result: Pointer): Int
+    @JvmStatic external fun omni_tunnel_handle_datagram_in_place(
+        t: Pointer, nowNs: Long, from: Pointer, buf: Pointer, len: Long, result: Pointer): Int
+}
+
+class JnaDirect(p: Pair2, library: String) {
+    val ta: Pointer
+    val tb: Pointer
+    val cap = OmniC.IN_PLACE_OFFSET + PACKET + OmniC.OVERHEAD + 64
+    val buf = Memory(cap.toLong())
+    val out = Memory(OmniC.OUTPUT_SIZE.toLong())
+    val from = Memory(OmniC.ENDPOINT_SIZE.toLong())
+
+    init {
+        OmniC.bind(library)
+        ta = tunnel(p.a)
+        tb = tunnel(p.b)
+        buf.write(OmniC.IN_PLACE_OFFSET.toLong(), ipv4(PACKET), 0, PACKET)
+        // A's address as B sees it: 127.0.0.1:1000 (the endpoint B learnt in setup()).
+        from.clear(OmniC.ENDPOINT_SIZE.toLong())
+        from.setByte(0, 4)
+        from.setShort(2, 1000)
+        from.write(4, byteArrayOf(127, 0, 0, 1), 0, 4)
+    }
+
+    private fun tunnel(t: Tunnel): Pointer {
+        val ref = PointerByReference()
+        val r = OmniC.omni_tunnel_from_packet_handle(t.packetHandle().toLong(), ref)
+        if (r != OmniC.RESULT_OK) fail("omni_tunnel_from_packet_handle: $r")
+        return ref.value
+    }
+
+    // Same ping-pong as the JNI column: A encrypts buf[16..] into buf[0..],
+    // B decrypts it back to buf[16..].
+    fun round(): Double = timed {
+        for (i in 0 until PACKETS) {
+            var r = OmniC.omni_tunnel_send_ip_in_place(ta, 0, buf, cap.toLong(), PACKET.toLong(), out)
+            if (r != OmniC.RESULT_OK || out.getInt(OmniC.OUTPUT_KIND) != OmniC.KIND_NETWORK) fail("JNA sendIp: $r")
+            val len = out.getLong(OmniC.OUTPUT_LEN)
+            r = OmniC.omni_tunnel_handle_datagram_in_place(tb, 0, from, buf, len, out)
+            if (r != OmniC.RESULT_OK || out.getInt(OmniC.OUTPUT_KIND) != OmniC.KIND_TUN ||
+                out.getLong(OmniC.OUTPUT_LEN) != PACKET.toLong()) fail("JNA handleDatagram: $r")
+        }
+    }
+
+    fun intact(): Boolean {
+        val pkt = ipv4(PACKET)
+        return buf.getByteArray(OmniC.IN_PLACE_OFFSET.toLong(), PACKET).contentEquals(pkt)
+    }
+
+    fun release() {
+        OmniC.omni_tunnel_free(ta)
+        OmniC.omni_tunnel_free(tb)
+    }
+}
+
 fun main() {
-    System.load(System.getProperty("omni.ffi.library") ?: fail("-Domni.ffi.library=PATH not set"))
+    val library = System.getProperty("omni.ffi.library") ?: fail("-Domni.ffi.library=PATH not set")
+    System.load(library)
     val direct = System.getProperty("bench.direct.ns")?.toDouble()
     val directInPlace = System.getProperty("bench.direct.inplace.ns")?.toDouble()
     val p = setup()
     val pkt = ipv4(PACKET)
     val jni = Jni(p)
-    val best = DoubleArray(5) { Double.MAX_VALUE }
+    val jna = JnaDirect(p, library)
+    val best = DoubleArray(6) { Double.MAX_VALUE }
     // Warm-up (JIT), then alternate.
-    uniffiPerPacket(p, pkt); uniffiBatch(p, pkt); jni.round(); uniffiSendOnly(p, pkt); uniffiEmptyCall(p)
+    uniffiPerPacket(p, pkt); uniffiBatch(p, pkt); jni.round(); jna.round(); uniffiSendOnly(p, pkt); uniffiEmptyCall(p)
     // -Dbench.profile=per-packet|batch: only that column, for a profiler (JFR).
     when (System.getProperty("bench.profile")) {
         "per-packet" -> { repeat(ROUNDS) { uniffiPerPacket(p, pkt) }; return }
@@ -163,10 +257,13 @@ fun main() {
         best[2] = minOf(best[2], jni.round())
         best[3] = minOf(best[3], uniffiSendOnly(p, pkt))
         best[4] = minOf(best[4], uniffiEmptyCall(p))
+        best[5] = minOf(best[5], jna.round())
     }
     // B must have kept up with A's sends (its replay window only moves forward).
     if (!jni.intact()) fail("JNI: the packet did not survive the round trip")
+    if (!jna.intact()) fail("JNA direct mapping: the packet did not survive the round trip")
     jni.release()
+    jna.release()
     p.a.destroy()
     p.b.destroy()
 
@@ -179,7 +276,8 @@ fun main() {
     row("uniffi/JNA, per packet", best[0], direct, "direct")
     row("uniffi/JNA, batches of $BATCH", best[1], direct, "direct")
     row("JNI, direct ByteBuffer in place", best[2], directInPlace ?: direct, if (directInPlace != null) "direct in place" else "direct")
-    println("figures: uniffi_ns=%.1f uniffi_batch_ns=%.1f jni_ns=%.1f uniffi_call_ns=%.1f".format(best[0], best[1], best[2], best[4]))
+    row("JNA direct mapping, C API in place", best[5], directInPlace ?: direct, if (directInPlace != null) "direct in place" else "direct")
+    println("figures: uniffi_ns=%.1f uniffi_batch_ns=%.1f jni_ns=%.1f uniffi_call_ns=%.1f jna_direct_ns=%.1f".format(best[0], best[1], best[2], best[4], best[5]))
     println("where the uniffi time goes (per call):")
     println("  %-34s: %8.1f ns".format("uniffi call moving no bytes", best[4]))
     println("  %-34s: %8.1f ns".format("sendIp alone (1420 B in, 1452 out)", best[3]))

@@ -90,15 +90,17 @@ inplace2="$(figure direct_in_place_ns "$WORK/rust2.txt")"
 # against both runs (the anchor before and after), so the noise shows.
 python3 - "$direct1" "$direct2" "$inplace1" "$inplace2" \
     "$(figure uniffi_ns "$WORK/jvm.txt")" "$(figure uniffi_batch_ns "$WORK/jvm.txt")" "$(figure jni_ns "$WORK/jvm.txt")" \
-    "$(figure capi_ns "$WORK/rust1.txt")" "$(figure capi_ns "$WORK/rust2.txt")" <<'EOF'
+    "$(figure capi_ns "$WORK/rust1.txt")" "$(figure capi_ns "$WORK/rust2.txt")" \
+    "$(figure jna_direct_ns "$WORK/jvm.txt")" <<'EOF'
 import sys
-d1, d2, i1, i2, u, ub, j, c1, c2 = map(float, sys.argv[1:])
+d1, d2, i1, i2, u, ub, j, c1, c2, jd = map(float, sys.argv[1:])
 print()
 print(f"direct anchor: {d1:.1f} ns/packet before the JVM run, {d2:.1f} after "
       f"({(d2 / d1 - 1) * 100:+.1f} %); in place {i1:.1f} / {i2:.1f} ns")
 print("summary (ratio to omni-core direct, against the anchor before / after the JVM run; target <= 1.10):")
 print(f"  C API (dlopen, copying)          : {c1 / d1:.3f} / {c2 / d2:.3f}")
 print(f"  JNI, direct ByteBuffer in place  : {j / i1:.3f} / {j / i2:.3f}   (vs direct in place)")
+print(f"  Kotlin/JNA direct mapping, C API : {jd / i1:.3f} / {jd / i2:.3f}   (vs direct in place)")
 print(f"  uniffi/JNA, batches of 32        : {ub / d1:.3f} / {ub / d2:.3f}")
 print(f"  uniffi/JNA, per packet           : {u / d1:.3f} / {u / d2:.3f}")
 EOF
