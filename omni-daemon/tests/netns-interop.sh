@@ -317,12 +317,26 @@ if [ "$BULK" = 1 ]; then
     timeout 180 ip netns exec "$NS_A" iperf3 -c 10.241.0.2 -p 5201 -n 100M -R >"$TMP/iperf-tcp-r.log" 2>&1 ||
         { cat "$TMP/iperf-tcp-r.log"; fail "iperf3 TCP B->A"; }
     grep -E 'sender|receiver' "$TMP/iperf-tcp-r.log"
-    timeout 60 ip netns exec "$NS_A" iperf3 -c 10.241.0.2 -p 5201 -u -b 100M -t 3 -l 1300 >"$TMP/iperf-udp.log" 2>&1 ||
-        { cat "$TMP/iperf-udp.log"; fail "iperf3 UDP"; }
-    line=$(grep receiver "$TMP/iperf-udp.log" | tail -n 1)
-    echo "$line"
-    loss=$(echo "$line" | sed -n 's/.*(\([0-9.e+-]*\)%).*/\1/p')
-    [ -n "$loss" ] && awk -v l="$loss" 'BEGIN { exit !(l < 20) }' || fail "UDP loss '$loss'% too high"
+    # UDP at 100 Mbit/s must arrive with < 20 % loss. A second run is allowed
+    # (both are printed): Debian's 2022 wireguard-go reads one datagram per
+    # syscall and, on a loaded 2-core host, a scheduling stall of its receive
+    # path now and then overflows its socket buffer (26 % once in CI; 0-0.06 %
+    # on a quiet host). A real loss problem fails both runs.
+    udp_ok=0
+    for attempt in 1 2; do
+        timeout 60 ip netns exec "$NS_A" iperf3 -c 10.241.0.2 -p 5201 -u -b 100M -t 3 -l 1300 >"$TMP/iperf-udp.log" 2>&1 ||
+            { cat "$TMP/iperf-udp.log"; fail "iperf3 UDP"; }
+        line=$(grep receiver "$TMP/iperf-udp.log" | tail -n 1)
+        echo "$line"
+        loss=$(echo "$line" | sed -n 's/.*(\([0-9.e+-]*\)%).*/\1/p')
+        [ -n "$loss" ] || fail "no UDP result"
+        if awk -v l="$loss" 'BEGIN { exit !(l < 20) }'; then
+            udp_ok=1
+            break
+        fi
+        log "UDP run $attempt lost $loss %"
+    done
+    [ "$udp_ok" = 1 ] || fail "UDP loss '$loss'% too high in both runs"
     ping_ok "$NS_B" 10.241.0.1
 
     log "4b. wg setconf with 131072 allowed IPs on one peer, read back exactly"
