@@ -407,12 +407,8 @@ impl Edge {
             let now = self.clock.now();
             let from = udp::canonical(r.from);
             // Should a kernel coalesce anyway, each datagram is handled alone.
-            let seg = r.seg.max(1);
-            let mut at = 0;
-            while at < r.len {
-                let end = (at + seg).min(r.len);
-                self.datagram(now, from, at, end);
-                at = end;
+            for (start, end) in r.datagrams() {
+                self.datagram(now, from, start, end);
             }
             self.flush(now);
         }

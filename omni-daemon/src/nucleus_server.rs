@@ -251,12 +251,9 @@ impl Nucleus {
             };
             let now = self.clock.now();
             let from = udp::canonical(r.from);
-            let seg = r.seg.max(1);
-            let mut at = 0;
-            while at < r.len {
-                let end = (at + seg).min(r.len);
-                self.datagram(now, from, at, end);
-                at = end;
+            // Should a kernel coalesce anyway, each datagram is handled alone.
+            for (start, end) in r.datagrams() {
+                self.datagram(now, from, start, end);
             }
             self.drain(now);
         }

@@ -187,6 +187,15 @@ pub struct Received {
     pub seg: usize,
 }
 
+impl Received {
+    /// The byte ranges of the datagrams in the buffer, in order, so each is
+    /// handled alone (`seg` is at least 1: [`recv`] sets it to `len` without GRO).
+    pub fn datagrams(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (len, seg) = (self.len, self.seg.max(1));
+        (0..len).step_by(seg).map(move |at| (at, (at + seg).min(len)))
+    }
+}
+
 /// Receives one datagram, or with GRO a run of them from one source. `buf`
 /// should hold [`GRO_BUF`] bytes: a truncated read is an error.
 pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
@@ -235,6 +244,17 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn received_splits_into_datagrams() {
+        let from: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let r = |len, seg| Received { len, from, seg }.datagrams().collect::<Vec<_>>();
+        assert_eq!(r(10, 4), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(r(8, 4), vec![(0, 4), (4, 8)]);
+        assert_eq!(r(10, 10), vec![(0, 10)]);
+        assert_eq!(r(3, 0), vec![(0, 1), (1, 2), (2, 3)]);
+        assert!(r(0, 4).is_empty());
+    }
 
     #[test]
     fn binds_both_families_on_one_port_and_sends() {
