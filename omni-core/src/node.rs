@@ -674,12 +674,27 @@ where
         true
     }
 
-    /// Host hint after sleep, wake or a network change: forget sessions' age
-    /// assumptions by starting fresh handshakes with every peer that has an endpoint.
+    /// Host hint after sleep, wake or a network change: the path to every
+    /// peer may be gone, so handshakes start over from the new address at
+    /// once (the next [`poll_transmit`](Self::poll_transmit) sends them,
+    /// bypassing the Rekey-Timeout spacing and the 50 ms initiation rate):
+    ///
+    /// - a peer with an endpoint and a session rehandshakes, so both sides
+    ///   learn the new address and NAT mapping;
+    /// - a peer with an endpoint and a handshake in flight (our initiation
+    ///   is unanswered, waiting for its retransmit timer) sends a fresh
+    ///   initiation now instead of up to Rekey-Timeout later. The attempt
+    ///   count is kept: a handshake still gives up after Rekey-Attempt-Time.
+    ///
+    /// Peers without an endpoint, and idle peers with neither a session nor
+    /// a handshake in flight, are left alone: configured peers without
+    /// traffic cause no handshakes.
     pub fn rebind(&mut self, now: Instant) {
         let _ = self.clamp(now);
         for id in self.peer_ids_snapshot() {
-            if self.peer(id).is_some_and(|p| p.endpoint.is_some() && p.current.is_some()) {
+            let restart =
+                self.peer(id).is_some_and(|p| p.endpoint.is_some() && (p.current.is_some() || p.initiation.is_some()));
+            if restart {
                 self.want(id, |p| {
                     p.want_initiation = true;
                     p.last_initiation_sent = None;
@@ -1554,5 +1569,76 @@ mod tests {
         );
         assert_eq!(a.send_ip(now, &packet([10, 1, 0, 1], [192, 168, 0, 1]), &mut out), Err(SendError::NoRoute));
         assert_eq!(a.send_ip(now, &[0x45, 0], &mut out), Err(SendError::NotIp));
+    }
+
+    #[test]
+    fn rebind_restarts_sessions_and_handshakes_in_flight_but_not_idle_peers() {
+        type Four = Node<RustCrypto, ChaCha20Rng, Fixed<4, 4, 16>>;
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let keys: [StaticSecret; 5] = core::array::from_fn(|_| StaticSecret::random(&mut rng));
+        let pubs: [PublicKey; 5] = core::array::from_fn(|i| keys[i].public_key::<RustCrypto>());
+        let cfg = |k: &StaticSecret| NodeConfig { private_key: Some(k.clone()), ..NodeConfig::default() };
+        let mut a = Four::new(cfg(&keys[0]), ChaCha20Rng::seed_from_u64(1));
+        let mut b = Four::new(cfg(&keys[1]), ChaCha20Rng::seed_from_u64(2));
+        let sa: SocketAddr = "10.9.0.1:1".parse().unwrap();
+        let addr = |i: u8| -> SocketAddr { SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, i)), 51820) };
+        let t0 = Instant::from_secs(5);
+        // B: a session. C: a handshake in flight (C never answers). D: an
+        // idle peer with an endpoint. E: no endpoint.
+        let ib = a.add_peer(t0, PeerConfig { endpoint: Some(addr(2)), ..PeerConfig::new(pubs[1]) }).unwrap();
+        let ic = a.add_peer(t0, PeerConfig { endpoint: Some(addr(3)), ..PeerConfig::new(pubs[2]) }).unwrap();
+        let id = a.add_peer(t0, PeerConfig { endpoint: Some(addr(4)), ..PeerConfig::new(pubs[3]) }).unwrap();
+        let ie = a.add_peer(t0, PeerConfig::new(pubs[4])).unwrap();
+        b.add_peer(t0, PeerConfig::new(pubs[0])).unwrap();
+        let (mut out, mut out_b) = ([0u8; 256], [0u8; 256]);
+
+        assert!(a.initiate(t0, ib) && a.initiate(t0, ic) && a.initiate(t0, ie));
+        // Initiations to B and C (B answers at once: then a keepalive confirms
+        // its session); nothing for E, which has no endpoint.
+        let mut sent = heapless::Vec::<(PeerId, usize), 8>::new();
+        while let Some(t) = a.poll_transmit(t0, &mut out).unwrap() {
+            if t.len == INITIATION_LEN && t.peer == ib {
+                let Ok(Received::Reply { len }) = b.handle_datagram(t0, sa, &out[..t.len], &mut out_b) else {
+                    panic!()
+                };
+                assert_eq!(a.handle_datagram(t0, addr(2), &out_b[..len], &mut out), Ok(Received::Done));
+            }
+            sent.push((t.peer, t.len)).unwrap();
+        }
+        sent.sort_unstable();
+        assert_eq!(sent, [(ib, TRANSPORT_OVERHEAD), (ib, INITIATION_LEN), (ic, INITIATION_LEN)]);
+        assert_eq!(a.peer_stats(ib).map(|s| s.has_session), Some(true));
+        assert_eq!(a.peer_stats(ic).map(|s| s.has_session), Some(false));
+
+        // One second later (well before C's retransmit timer) the network changes.
+        let t1 = t0.saturating_add(Duration::from_secs(1));
+        a.handle_timeout(t1);
+        assert_eq!(a.poll_transmit(t1, &mut out), Ok(None), "nothing due before the rebind");
+        a.rebind(t1);
+        let mut again = [None, None];
+        for s in again.iter_mut() {
+            let t = a.poll_transmit(t1, &mut out).unwrap().unwrap();
+            assert_eq!((t.len, u32::from(out[0])), (INITIATION_LEN, MSG_INITIATION));
+            assert_eq!(t.to, if t.peer == ib { addr(2) } else { addr(3) });
+            if t.peer == ib {
+                // The session peer accepts the fresh handshake.
+                let r = b.handle_datagram(t1, sa, &out[..t.len], &mut out_b);
+                assert!(matches!(r, Ok(Received::Reply { len: RESPONSE_LEN })), "{r:?}");
+            }
+            *s = Some(t.peer);
+        }
+        again.sort_unstable();
+        assert_eq!(again, [Some(ib), Some(ic)]);
+        // The idle peer D and the endpoint-less E stay silent.
+        assert_eq!(a.poll_transmit(t1, &mut out), Ok(None));
+        assert_eq!(a.peer_stats(id).map(|s| s.tx_bytes), Some(0));
+        assert_eq!(a.peer_stats(ie).map(|s| s.tx_bytes), Some(0));
+
+        // A node whose only peers are idle sends nothing on rebind.
+        let mut idle = Four::new(cfg(&keys[2]), ChaCha20Rng::seed_from_u64(3));
+        let only = idle.add_peer(t0, PeerConfig { endpoint: Some(addr(1)), ..PeerConfig::new(pubs[0]) }).unwrap();
+        idle.rebind(t1);
+        assert_eq!(idle.poll_transmit(t1, &mut out), Ok(None));
+        assert_eq!(idle.peer_stats(only).map(|s| s.tx_bytes), Some(0));
     }
 }
