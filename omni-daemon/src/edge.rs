@@ -522,8 +522,7 @@ impl Edge {
                 }
                 ClientEvent::Refused { code } => warn!(?code, "the Nucleus refused our request"),
                 ClientEvent::NucleusLost => warn!("the Nucleus stopped answering: registering again"),
-                ClientEvent::PeerAdded { peer, key, vip } => {
-                    let vip2 = self.client.member_by_peer(peer).and_then(|m| m.vip2);
+                ClientEvent::PeerAdded { key, vip, vip2, .. } => {
                     let vip2 = vip2.map(|v| v.to_string()).unwrap_or_default();
                     info!(%vip, vip2, %key, "member added")
                 }

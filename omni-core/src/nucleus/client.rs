@@ -343,10 +343,13 @@ pub enum ClientEvent {
     },
     /// Heartbeats went unanswered: registering again.
     NucleusLost,
+    /// A member became a peer of the node, routed at `vip` and, for a
+    /// dual-stack member, at its second virtual IP `vip2` too.
     PeerAdded {
         peer: PeerId,
         key: PublicKey,
         vip: IpAddr,
+        vip2: Option<IpAddr>,
     },
     PeerRemoved {
         peer: PeerId,
@@ -1306,7 +1309,7 @@ impl<T: MemberTable> NucleusClient<T> {
             return None;
         }
         self.arm_member_check(check_at);
-        self.push_event(ClientEvent::PeerAdded { peer, key: e.key, vip: e.vip });
+        self.push_event(ClientEvent::PeerAdded { peer, key: e.key, vip: e.vip, vip2: e.vip2 });
         // Copies of the first handshake go to every candidate (LAN peers
         // behind the same NAT, several mappings).
         let candidates = e.candidates();
@@ -1892,7 +1895,9 @@ mod tests {
         assert_eq!(r.client.poll_event(), Some(ClientEvent::Registered { vip: reg.vip, reflexive: Some(r.edge_addr) }));
 
         // A full list in two pages (the second duplicated): both become peers.
-        let (x, y) = (entry(1, [10, 200, 0, 2]), entry(2, [10, 200, 0, 3]));
+        // y is dual-stack: its second VIP comes with its PeerAdded.
+        let y_vip2 = IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 3]);
+        let (x, y) = (entry(1, [10, 200, 0, 2]), PeerEntry { vip2: Some(y_vip2), ..entry(2, [10, 200, 0, 3]) });
         for (e, total) in [(&x, 2), (&x, 2), (&y, 2)] {
             let mut buf = [0u8; 1200];
             let mut w = PeerListWriter::new(&mut buf, ListKind::Full, 1, total).unwrap();
@@ -1912,8 +1917,16 @@ mod tests {
             r.cluster.pair_psk(&own, &x.key).to_hex().as_str()
         );
         assert!(!r.edge.is_control_peer(px));
-        assert!(matches!(r.client.poll_event(), Some(ClientEvent::PeerAdded { .. })));
-        assert!(matches!(r.client.poll_event(), Some(ClientEvent::PeerAdded { .. })));
+        let py = r.edge.route(y_vip2).unwrap();
+        assert_eq!(r.edge.route(y.vip), Some(py));
+        assert_eq!(
+            r.client.poll_event(),
+            Some(ClientEvent::PeerAdded { peer: px, key: x.key, vip: x.vip, vip2: None })
+        );
+        assert_eq!(
+            r.client.poll_event(),
+            Some(ClientEvent::PeerAdded { peer: py, key: y.key, vip: y.vip, vip2: Some(y_vip2) })
+        );
         // The new peers' handshakes go out (persistent keepalive starts them).
         let out = r.drain_edge();
         assert!(out.iter().any(|(to, d)| Some(*to) == x.reflexive && d[0] == 1), "{out:?}");
