@@ -9,7 +9,7 @@ use crate::constants::*;
 use crate::cookie::{verify_mac1, CookieChecker};
 use crate::crypto::CryptoProvider;
 use crate::keys::{PresharedKey, PublicKey, StaticSecret};
-use crate::noise::handshake::{self, HandshakeError, LocalStatic, PeerStatic};
+use crate::noise::handshake::{self, HandshakeError, InitiationPending, LocalStatic, PeerStatic};
 use crate::noise::tai64n::Tai64N;
 use crate::peer::{Held, Peer, Slot};
 use crate::session::{sealed_len, OpenError, Session};
@@ -130,6 +130,86 @@ pub enum Incoming {
     /// signaling layer (e.g. `nucleus::NucleusClient::handle_control`), never
     /// to the TUN device. `len` includes WireGuard's zero padding.
     Control { peer: PeerId, len: usize },
+}
+
+/// What [`Node::handle_datagram_with_admission`] produced.
+#[derive(Debug)]
+// The large variant is the opened handshake state, moved once to the host
+// and back; boxing it would allocate, which the core must not.
+#[allow(clippy::large_enum_variant)]
+pub enum Arrival {
+    /// What [`Node::handle_datagram_with_control`] would have returned.
+    Incoming(Incoming),
+    /// A handshake initiation from a public key that is not a peer (where
+    /// [`Node::handle_datagram_with_control`] fails with
+    /// [`RecvError::UnknownPeer`]): admit it with
+    /// [`Node::accept_initiation`] or refuse it by dropping it.
+    UnknownPeer(UnknownInitiation),
+}
+
+/// A handshake initiation from a public key that is not a peer of the node,
+/// checked and opened once by [`Node::handle_datagram_with_admission`]:
+/// MAC1 verified, the load meter counted it, under load its cookie (MAC2)
+/// was verified (or a cookie reply went out instead) and the per-source
+/// handshake limit applied, and the sender's static key was decrypted.
+///
+/// The sender has not yet proven that it holds that key:
+/// [`Node::accept_initiation`] checks the proof (the timestamp encrypted
+/// under the static-static DH) before anything is answered, and keeps no
+/// peer if it fails. To refuse, drop the value: the handshake state is
+/// wiped and the node is unchanged.
+pub struct UnknownInitiation {
+    pending: InitiationPending,
+    init: Initiation,
+    from: SocketAddr,
+}
+
+impl UnknownInitiation {
+    /// The static key the initiation claims (not yet proven).
+    pub fn public_key(&self) -> PublicKey {
+        self.pending.remote_static
+    }
+
+    /// Where the initiation came from (the address the response goes to).
+    pub fn source(&self) -> SocketAddr {
+        self.from
+    }
+}
+
+impl core::fmt::Debug for UnknownInitiation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UnknownInitiation")
+            .field("public_key", &self.pending.remote_static)
+            .field("source", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A peer admitted by [`Node::accept_initiation`]: send `out[..len]` (the
+/// handshake response) to the initiation's [`source`](UnknownInitiation::source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub peer: PeerId,
+    pub len: usize,
+}
+
+/// Errors of [`Node::accept_initiation`]. Whatever the error, the node holds
+/// no peer for the initiation's key afterwards (unless it held one before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The peer configuration names another key than the initiation (the
+    /// host's mistake).
+    KeyMismatch,
+    /// The peer could not be added (table full, or the key became a peer
+    /// since the initiation arrived).
+    AddPeer(AddPeerError),
+    /// The initiation did not complete, e.g. [`RecvError::Handshake`]: the
+    /// sender does not hold the key it claimed; or
+    /// [`RecvError::BufferTooSmall`] (the initiation is lost: use a buffer
+    /// as large as the one given to `handle_datagram_with_admission`).
+    Initiation(RecvError),
 }
 
 /// What [`Node::send_ip`] did with the packet.
@@ -278,6 +358,11 @@ const ZERO_KEYS_AFTER: Duration = Duration::from_secs(REJECT_AFTER_TIME.as_secs(
 ///   Sleep until then (or until I/O), call [`handle_timeout`](Self::handle_timeout),
 ///   and drain [`poll_transmit`](Self::poll_transmit). There is no periodic tick.
 /// - [`poll_event`](Self::poll_event) reports handshakes, roaming and expiry.
+/// - A host that admits peers it was not configured with (a Nucleus) calls
+///   [`handle_datagram_with_admission`](Self::handle_datagram_with_admission)
+///   instead: an initiation from an unknown key comes back opened, and
+///   [`accept_initiation`](Self::accept_initiation) adds the peer and
+///   answers it (or the host drops it to refuse).
 /// - Wall time (for TAI64N timestamps) comes from [`set_wall_time`](Self::set_wall_time);
 ///   call it at start and whenever the host's wall clock is corrected.
 ///
@@ -324,6 +409,16 @@ impl<C: CryptoProvider, R, S: Storage<C>> core::fmt::Debug for Node<C, R, S> {
 fn jitter(rng: &mut impl rand_core::RngCore) -> Duration {
     let max = u32::try_from(REKEY_TIMEOUT_JITTER_MAX.as_millis()).unwrap_or(333);
     Duration::from_millis(u64::from(rng.next_u32().checked_rem(max.saturating_add(1)).unwrap_or(0)))
+}
+
+/// An initiation after the checks that precede knowing its sender.
+enum Opened {
+    /// Under load without a valid cookie: a cookie reply is in `out`.
+    CookieReply {
+        len: usize,
+    },
+    Known(PeerId, InitiationPending),
+    Unknown(InitiationPending),
 }
 
 /// The [`Node::handle_datagram`] view of an [`Incoming`].
@@ -847,6 +942,69 @@ where
         }
     }
 
+    /// [`handle_datagram_with_control`](Self::handle_datagram_with_control)
+    /// for hosts that admit peers they were not configured with (a Nucleus):
+    /// an initiation from a public key that is not a peer comes back as
+    /// [`Arrival::UnknownPeer`] instead of [`RecvError::UnknownPeer`], after
+    /// the same checks (MAC1, cookies under load, per-source limit) and with
+    /// its first Curve25519 operation done. The host applies its own limits,
+    /// then [`accept_initiation`](Self::accept_initiation) answers it without
+    /// opening it again, or drops it to refuse.
+    pub fn handle_datagram_with_admission(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Result<Arrival, RecvError> {
+        if wire::message_type(datagram) != Some(MSG_INITIATION) {
+            return self.handle_datagram_with_control(now, from, datagram, out).map(Arrival::Incoming);
+        }
+        let now = self.clamp(now);
+        let init = Initiation::parse(datagram).map_err(RecvError::Malformed)?;
+        let received = match self.open_initiation(now, from, datagram, &init, out)? {
+            Opened::CookieReply { len } => Received::Reply { len },
+            Opened::Known(id, pending) => {
+                Received::Reply { len: self.answer_initiation(now, from, datagram.len(), id, pending, &init, out)? }
+            }
+            Opened::Unknown(pending) => return Ok(Arrival::UnknownPeer(UnknownInitiation { pending, init, from })),
+        };
+        Ok(Arrival::Incoming(Incoming::Received(received)))
+    }
+
+    /// Admits the sender of an [`UnknownInitiation`] as a new peer with
+    /// `config` (its `public_key` must be the initiation's) and answers the
+    /// initiation from the state opened by
+    /// [`handle_datagram_with_admission`](Self::handle_datagram_with_admission):
+    /// the sender proves its key, the timestamp and per-peer rules apply as
+    /// for any initiation, and `out[..len]` of the [`Accepted`] result is
+    /// the response to send to the initiation's source. `out` needs 92 bytes.
+    /// On any error no peer is left behind.
+    pub fn accept_initiation(
+        &mut self,
+        now: Instant,
+        initiation: UnknownInitiation,
+        config: PeerConfig,
+        out: &mut [u8],
+    ) -> Result<Accepted, AcceptError> {
+        let now = self.clamp(now);
+        let UnknownInitiation { pending, init, from } = initiation;
+        if config.public_key != pending.remote_static {
+            return Err(AcceptError::KeyMismatch);
+        }
+        if out.len() < RESPONSE_LEN {
+            return Err(AcceptError::Initiation(RecvError::BufferTooSmall { needed: RESPONSE_LEN }));
+        }
+        let id = self.add_peer(now, config).map_err(AcceptError::AddPeer)?;
+        match self.answer_initiation(now, from, INITIATION_LEN, id, pending, &init, out) {
+            Ok(len) => Ok(Accepted { peer: id, len }),
+            Err(e) => {
+                self.remove_peer(id);
+                Err(AcceptError::Initiation(e))
+            }
+        }
+    }
+
     /// Zero-copy [`handle_datagram`](Self::handle_datagram): `buf` holds
     /// exactly the received datagram and is overwritten. A decrypted packet
     /// ends up at `buf[IN_PLACE_OFFSET..][..len]`; a reply at `buf[..len]`.
@@ -1002,15 +1160,54 @@ where
         init: &Initiation,
         out: &mut [u8],
     ) -> Result<Received, RecvError> {
+        match self.open_initiation(now, from, datagram, init, out)? {
+            Opened::CookieReply { len } => Ok(Received::Reply { len }),
+            Opened::Known(id, pending) => {
+                let len = self.answer_initiation(now, from, datagram.len(), id, pending, init, out)?;
+                Ok(Received::Reply { len })
+            }
+            Opened::Unknown(_) => Err(RecvError::UnknownPeer),
+        }
+    }
+
+    /// The checks every initiation passes before its sender is known (MAC1,
+    /// load and cookies, per-source limit), then the first DH: who sent it.
+    fn open_initiation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        init: &Initiation,
+        out: &mut [u8],
+    ) -> Result<Opened, RecvError> {
         if out.len() < RESPONSE_LEN {
             return Err(RecvError::BufferTooSmall { needed: RESPONSE_LEN });
         }
         if let Some(len) = self.admit_handshake(now, from, datagram, init.sender, Initiation::MAC1_OFFSET, out)? {
-            return Ok(Received::Reply { len });
+            return Ok(Opened::CookieReply { len });
         }
         let local = self.local.as_ref().ok_or(RecvError::NoPrivateKey)?;
-        let mut pending = handshake::open_initiation::<C>(local, init).map_err(RecvError::Handshake)?;
-        let id = *self.keys.get(&pending.remote_static).ok_or(RecvError::UnknownPeer)?;
+        let pending = handshake::open_initiation::<C>(local, init).map_err(RecvError::Handshake)?;
+        Ok(match self.keys.get(&pending.remote_static) {
+            Some(&id) => Opened::Known(id, pending),
+            None => Opened::Unknown(pending),
+        })
+    }
+
+    /// Completes an opened initiation from peer `id`: the sender proves its
+    /// key, the timestamp and per-peer rate rules apply, and the response
+    /// goes into `out`. Returns the response's length.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_initiation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram_len: usize,
+        id: PeerId,
+        mut pending: InitiationPending,
+        init: &Initiation,
+        out: &mut [u8],
+    ) -> Result<usize, RecvError> {
         let peer = self.peer(id).ok_or(RecvError::UnknownPeer)?;
         let ts = handshake::finish_initiation::<C>(&mut pending, &peer.statik, init).map_err(RecvError::Handshake)?;
         if ts <= peer.last_timestamp {
@@ -1036,7 +1233,7 @@ where
         let dropped = peer.install_responder(session);
         peer.last_handshake = Some(now);
         peer.last_handshake_wall = Some(wall);
-        peer.rx_bytes = peer.rx_bytes.saturating_add(datagram.len() as u64);
+        peer.rx_bytes = peer.rx_bytes.saturating_add(datagram_len as u64);
         peer.tx_bytes = peer.tx_bytes.saturating_add(RESPONSE_LEN as u64);
         let msg = out.get_mut(..RESPONSE_LEN).ok_or(RecvError::BufferTooSmall { needed: RESPONSE_LEN })?;
         resp.emit(msg);
@@ -1048,7 +1245,7 @@ where
         self.on_authenticated_received(now, id);
         self.on_authenticated_sent(now, id);
         self.arm(id, Timer::ZeroKeyMaterial, now.saturating_add(ZERO_KEYS_AFTER));
-        Ok(Received::Reply { len: RESPONSE_LEN })
+        Ok(RESPONSE_LEN)
     }
 
     fn recv_response(
@@ -1640,5 +1837,113 @@ mod tests {
         idle.rebind(t1);
         assert_eq!(idle.poll_transmit(t1, &mut out), Ok(None));
         assert_eq!(idle.peer_stats(only).map(|s| s.tx_bytes), Some(0));
+    }
+
+    #[test]
+    fn an_initiation_from_an_unknown_key_is_opened_once_then_accepted_or_refused() {
+        type Four = Node<RustCrypto, ChaCha20Rng, Fixed<4, 4, 16>>;
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let (ks, ka, kb) =
+            (StaticSecret::random(&mut rng), StaticSecret::random(&mut rng), StaticSecret::random(&mut rng));
+        let (ps, pa, pb) =
+            (ks.public_key::<RustCrypto>(), ka.public_key::<RustCrypto>(), kb.public_key::<RustCrypto>());
+        let cfg = |k: StaticSecret| NodeConfig { private_key: Some(k), ..NodeConfig::default() };
+        let mut s = Four::new(cfg(ks), ChaCha20Rng::seed_from_u64(1));
+        let mut a = Four::new(cfg(ka), ChaCha20Rng::seed_from_u64(2));
+        let mut b = Four::new(cfg(kb), ChaCha20Rng::seed_from_u64(3));
+        let (ss, sa, sb): (SocketAddr, SocketAddr, SocketAddr) =
+            ("10.9.0.1:1".parse().unwrap(), "10.9.0.2:2".parse().unwrap(), "10.9.0.3:3".parse().unwrap());
+        let now = Instant::from_secs(5);
+        let ia = a.add_peer(now, PeerConfig { endpoint: Some(ss), ..PeerConfig::new(ps) }).unwrap();
+        let ib = b.add_peer(now, PeerConfig { endpoint: Some(ss), ..PeerConfig::new(ps) }).unwrap();
+        let (mut out, mut out_a) = ([0u8; 256], [0u8; 256]);
+        let initiation = |n: &mut Four, id: PeerId| {
+            assert!(n.initiate(now, id));
+            let mut buf = [0u8; 256];
+            let t = n.poll_transmit(now, &mut buf).unwrap().unwrap();
+            <[u8; INITIATION_LEN]>::try_from(&buf[..t.len]).unwrap()
+        };
+        let init_a = initiation(&mut a, ia);
+        let init_b = initiation(&mut b, ib);
+        let unknown = |s: &mut Four, init: &[u8], from: SocketAddr, out: &mut [u8]| match s
+            .handle_datagram_with_admission(now, from, init, out)
+        {
+            Ok(Arrival::UnknownPeer(u)) => u,
+            other => panic!("{other:?}"),
+        };
+
+        // Hosts without admission see the usual error.
+        assert_eq!(s.handle_datagram_with_control(now, sa, &init_a, &mut out), Err(RecvError::UnknownPeer));
+        // With admission the initiation comes back opened, with its claimed key and source.
+        let u = unknown(&mut s, &init_a, sa, &mut out);
+        assert_eq!((u.public_key(), u.source()), (pa, sa));
+        // Refusing is dropping it: the node is unchanged.
+        drop(u);
+        assert_eq!((s.peer_count(), s.peer_by_key(&pa)), (0, None));
+        // Errors of accept_initiation leave no peer behind.
+        let u = unknown(&mut s, &init_a, sa, &mut out);
+        assert_eq!(s.accept_initiation(now, u, PeerConfig::new(pb), &mut out), Err(AcceptError::KeyMismatch));
+        let u = unknown(&mut s, &init_a, sa, &mut out);
+        assert_eq!(
+            s.accept_initiation(now, u, PeerConfig::new(pa), &mut out[..10]),
+            Err(AcceptError::Initiation(RecvError::BufferTooSmall { needed: RESPONSE_LEN }))
+        );
+        // A key claimed without being proven: the timestamp, sealed under the
+        // static-static DH, does not decrypt (MAC1 recomputed so it gets that far).
+        let mut forged = init_a;
+        forged[88] ^= 1;
+        crate::cookie::CookieJar::new(&ps.0).stamp(now, &mut forged, Initiation::MAC1_OFFSET);
+        let u = unknown(&mut s, &forged, sa, &mut out);
+        assert!(matches!(
+            s.accept_initiation(now, u, PeerConfig::new(pa), &mut out),
+            Err(AcceptError::Initiation(RecvError::Handshake(_)))
+        ));
+        assert_eq!((s.peer_count(), s.peer_by_key(&pa)), (0, None));
+        // The key became a peer between arrival and admission.
+        let u = unknown(&mut s, &init_b, sb, &mut out);
+        let added = s.add_peer(now, PeerConfig::new(pb)).unwrap();
+        assert_eq!(
+            s.accept_initiation(now, u, PeerConfig::new(pb), &mut out),
+            Err(AcceptError::AddPeer(AddPeerError::Duplicate(added)))
+        );
+        assert!(s.remove_peer(added));
+
+        // Accepted: the peer exists, at the initiation's source, and the
+        // response completes the initiator's handshake.
+        let u = unknown(&mut s, &init_a, sa, &mut out);
+        let Ok(Accepted { peer, len }) = s.accept_initiation(now, u, PeerConfig::new(pa), &mut out) else { panic!() };
+        assert_eq!(len, RESPONSE_LEN);
+        assert_eq!(s.peer_by_key(&pa), Some(peer));
+        assert_eq!(s.peer_stats(peer).and_then(|st| st.endpoint), Some(sa));
+        assert_eq!(a.handle_datagram(now, ss, &out[..len], &mut out_a), Ok(Received::Done));
+        assert_eq!(a.poll_event(), Some(Event::HandshakeCompleted { peer: ia, initiator: true }));
+        let t = a.poll_transmit(now, &mut out_a).unwrap().unwrap();
+        let r = s.handle_datagram_with_admission(now, sa, &out_a[..t.len], &mut out);
+        assert!(matches!(r, Ok(Arrival::Incoming(Incoming::Received(Received::Done)))), "{r:?}");
+        assert_eq!(s.poll_event(), Some(Event::EndpointChanged { peer, endpoint: sa }));
+        assert_eq!(s.poll_event(), Some(Event::HandshakeCompleted { peer, initiator: false }));
+        assert_eq!(s.peer_stats(peer).map(|st| st.has_session), Some(true));
+        // The same initiation again is now from a known peer: a replay.
+        let later = now.saturating_add(Duration::from_secs(1));
+        assert_eq!(
+            s.handle_datagram_with_admission(later, sa, &init_a, &mut out).err(),
+            Some(RecvError::StaleTimestamp)
+        );
+
+        // Under load an unknown key gets a cookie reply first, like any sender.
+        let mut busy = Four::new(
+            NodeConfig { under_load_threshold: 0, ..cfg(StaticSecret::random(&mut rng)) },
+            ChaCha20Rng::seed_from_u64(4),
+        );
+        let mut c = Four::new(cfg(StaticSecret::random(&mut rng)), ChaCha20Rng::seed_from_u64(5));
+        let ic =
+            c.add_peer(now, PeerConfig { endpoint: Some(ss), ..PeerConfig::new(busy.public_key().unwrap()) }).unwrap();
+        let init_c = initiation(&mut c, ic);
+        let r = busy.handle_datagram_with_admission(now, sa, &init_c, &mut out);
+        assert!(
+            matches!(r, Ok(Arrival::Incoming(Incoming::Received(Received::Reply { len: COOKIE_REPLY_LEN })))),
+            "{r:?}"
+        );
+        assert_eq!(busy.peer_count(), 0);
     }
 }

@@ -1240,6 +1240,52 @@ fn malformed_oversize_and_floods_are_counted_and_the_server_keeps_serving() {
     assert!(s.registered(a) && s.registered(b) && s.knows(a, b) && s.knows(b, a));
 }
 
+/// New sessions: the node opens an initiation from an unknown key once and
+/// the server admits it (limits first); a refused one leaves no peer behind.
+#[test]
+fn admitted_sessions_work_and_refused_initiations_leave_no_peer() {
+    let mut s = NSim::new(8, ServerConfig { max_pending: 2, ..ServerConfig::default() });
+    let (r1, r2) = (s.add_raw("r1", "203.0.113.1:1000"), s.add_raw("r2", "203.0.113.2:1000"));
+    // Admitted: each gets a session and its Hello answered with a challenge.
+    raw_hello(&mut s, r1);
+    raw_hello(&mut s, r2);
+    let st = s.server().stats();
+    let counts = |s: &NSim| (s.server_ref().session_count(), s.server_ref().node().peer_count());
+    assert_eq!((st.sessions_opened, counts(&s)), (2, (2, 2)), "{st:?}");
+    for r in [r1, r2] {
+        assert!(s.server_ref().node().peer_by_key(&s.hosts[r].public).is_some());
+    }
+    // Refused by the cap on sessions that are not members: no answer, no peer.
+    let r3 = s.add_raw("r3", "203.0.113.3:1000");
+    let since = s.now;
+    s.raw_msg(r3, &Message::Hello);
+    s.run_for(1.0);
+    let st3 = s.server().stats();
+    assert!(st3.sessions_refused > st.sessions_refused, "{st3:?}");
+    assert!(s.raw_got(r3, since).is_empty());
+    assert_eq!(s.server_ref().node().peer_by_key(&s.hosts[r3].public), None);
+    assert_eq!(counts(&s), (2, 2));
+
+    // Refused by the per-source limit on new sessions (1/s, burst 2): the
+    // newcomers beyond it leave nothing behind either.
+    let mut s = NSim::new(9, ServerConfig { new_session_rate: 1, ..ServerConfig::default() });
+    let raws: Vec<usize> = (0..5).map(|i| s.add_raw(&format!("x{i}"), &format!("203.0.113.9:{}", 1000 + i))).collect();
+    for &r in &raws {
+        s.raw_msg(r, &Message::Hello);
+    }
+    s.run_for(1.0);
+    let st = s.server().stats();
+    let admitted: Vec<usize> =
+        raws.iter().copied().filter(|&r| s.server_ref().node().peer_by_key(&s.hosts[r].public).is_some()).collect();
+    assert!(st.sessions_refused >= 1 && !admitted.is_empty() && admitted.len() < raws.len(), "{st:?}");
+    assert_eq!(counts(&s), (admitted.len(), admitted.len()));
+    assert_eq!(st.sessions_opened, admitted.len() as u64);
+    for &r in &raws {
+        let answered = !s.raw_got(r, Instant::ZERO).is_empty();
+        assert_eq!(answered, admitted.contains(&r), "{}", s.hosts[r].name);
+    }
+}
+
 #[test]
 fn nucleus_restart_re_registers_without_tearing_down_the_mesh() {
     let mut s = NSim::new(8, ServerConfig::default());

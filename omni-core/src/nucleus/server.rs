@@ -25,14 +25,14 @@ use crate::cookie::RateLimiter;
 use crate::crypto::CryptoProvider;
 use crate::keys::{PublicKey, StaticSecret};
 use crate::node::{
-    Event, Incoming, Node, NodeConfig, PeerConfig, PeerId, Received, RecvError, SendError, Sent, Transmit,
+    AcceptError, Accepted, Arrival, Event, Incoming, Node, NodeConfig, PeerConfig, PeerId, Received, RecvError,
+    SendError, Sent, Transmit, UnknownInitiation,
 };
-use crate::noise::handshake::{self, LocalStatic};
+use crate::noise::handshake::LocalStatic;
 use crate::peer::Peer;
 use crate::replay::ReplayWindow;
 use crate::storage::{Slab, Storage};
 use crate::time::{Instant, WallTime};
-use crate::wire::Initiation;
 
 /// How often expiry runs (member timeouts are accurate to this).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -546,9 +546,10 @@ where
     ) -> Result<Handled, RecvError> {
         let now = self.clamp(now);
         bump(&mut self.stats.datagrams);
-        let r = match self.node.handle_datagram_with_control(now, from, datagram, out) {
-            Err(RecvError::UnknownPeer) => self.open_session(now, from, datagram, out),
-            r => r,
+        let r = match self.node.handle_datagram_with_admission(now, from, datagram, out) {
+            Ok(Arrival::Incoming(r)) => Ok(r),
+            Ok(Arrival::UnknownPeer(init)) => self.open_session(now, init, out),
+            Err(e) => Err(e),
         };
         let result = match r {
             Ok(Incoming::Received(Received::Reply { len })) => Ok(Handled::Reply { len }),
@@ -567,30 +568,24 @@ where
         result
     }
 
-    /// An initiation from a key we have no session with: admit it (limits
-    /// first), add the key as a control peer, and let the node answer.
-    fn open_session(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-        out: &mut [u8],
-    ) -> Result<Incoming, RecvError> {
+    /// An initiation from a key we have no session with (opened once by the
+    /// node, which checked MAC1 and cookies): admit it (limits first), and
+    /// let the node add the key as a peer and answer it, made a control peer.
+    /// A refused initiation is dropped: no peer is added.
+    fn open_session(&mut self, now: Instant, init: UnknownInitiation, out: &mut [u8]) -> Result<Incoming, RecvError> {
         let pending = self.session_count.saturating_sub(self.member_count);
         if pending >= self.config.max_pending || self.session_count >= self.config.max_sessions {
             bump(&mut self.stats.sessions_refused);
             return Err(RecvError::RateLimited);
         }
-        if !self.new_sessions.allow(now, from.ip()) {
+        if !self.new_sessions.allow(now, init.source().ip()) {
             bump(&mut self.stats.sessions_refused);
             return Err(RecvError::RateLimited);
         }
-        let init = Initiation::parse(datagram).map_err(RecvError::Malformed)?;
-        let key = handshake::open_initiation::<C>(&self.local, &init).map_err(RecvError::Handshake)?.remote_static;
-        let id = self.node.add_peer(now, PeerConfig::new(key)).map_err(|_| RecvError::UnknownPeer)?;
-        self.node.set_control_peer(id, true);
-        match self.node.handle_datagram_with_control(now, from, datagram, out) {
-            Ok(r) => {
+        let key = init.public_key();
+        match self.node.accept_initiation(now, init, PeerConfig::new(key), out) {
+            Ok(Accepted { peer: id, len }) => {
+                self.node.set_control_peer(id, true);
                 let challenge = self.random_challenge();
                 let session = Session {
                     last_seen: now,
@@ -614,13 +609,12 @@ where
                 self.session_count = self.session_count.saturating_add(1);
                 bump(&mut self.stats.sessions_opened);
                 self.arm_sweep(now);
-                Ok(r)
+                Ok(Incoming::Received(Received::Reply { len }))
             }
-            Err(e) => {
-                // The initiation claimed a key it could not prove: forget it.
-                self.node.remove_peer(id);
-                Err(e)
-            }
+            // The initiation claimed a key it could not prove (the node kept
+            // no peer for it), or the node's table is full.
+            Err(AcceptError::Initiation(e)) => Err(e),
+            Err(_) => Err(RecvError::UnknownPeer),
         }
     }
 
