@@ -39,6 +39,52 @@ fileprivate extension ForeignBytes {
     init(bufferPointer: UnsafeBufferPointer<UInt8>) {
         self.init(len: Int32(bufferPointer.count), data: bufferPointer.baseAddress)
     }
+
+    init(rawBufferPointer: UnsafeRawBufferPointer) {
+        self.init(
+            len: Int32(rawBufferPointer.count),
+            data: rawBufferPointer.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        )
+    }
+}
+
+// Converter for `&[u8]` / `[ByRef] bytes` arguments.
+//
+// Conforms to `FfiConverter` so the compiler enforces the full converter
+// method set. Only the scope-bound `lower(_:_body:)` overload is sound —
+// zero-copy byte buffers only flow foreign -> Rust, and only in argument
+// position. The four protocol-witness methods (`lift`, `lower`, `read`,
+// `write`) `fatalError` at runtime if anyone reaches them.
+//
+// The scope-bound `lower` takes a closure because the `ForeignBytes`
+// pointer is only guaranteed valid for the duration of
+// `Data.withUnsafeBytes`. Callers must run the full FFI call inside
+// the closure body.
+fileprivate enum FfiConverterByRefBytes: FfiConverter {
+    typealias SwiftType = Data
+    typealias FfiType = ForeignBytes
+
+    static func lower<R>(_ value: Data, _ body: (ForeignBytes) throws -> R) rethrows -> R {
+        return try value.withUnsafeBytes { rawBuf in
+            try body(ForeignBytes(rawBufferPointer: rawBuf))
+        }
+    }
+
+    static func lower(_ value: Data) -> ForeignBytes {
+        fatalError("ByRef bytes cannot use the plain lower: returning ForeignBytes escapes the Data.withUnsafeBytes scope. Use the scope-bound lower(_:_body:) overload instead.")
+    }
+
+    static func lift(_ value: ForeignBytes) throws -> Data {
+        fatalError("ByRef bytes cannot be lifted: zero-copy &[u8] only flows foreign->Rust")
+    }
+
+    static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Data {
+        fatalError("ByRef bytes cannot be read from a buffer: zero-copy &[u8] is only supported in argument position, not nested in records/options/etc.")
+    }
+
+    static func write(_ value: Data, into buf: inout [UInt8]) {
+        fatalError("ByRef bytes cannot be written to a buffer: zero-copy &[u8] is only supported in argument position, not nested in records/options/etc.")
+    }
 }
 
 // For every type used in the interface, we provide helper methods for conveniently
@@ -352,19 +398,29 @@ private func uniffiTraitInterfaceCallWithError<T, E>(
         callStatus.pointee.errorBuf = FfiConverterString.lower(String(describing: error))
     }
 }
+// Initial value and increment amount for handles. 
+// These ensure that SWIFT handles always have the lowest bit set
+fileprivate let UNIFFI_HANDLEMAP_INITIAL: UInt64 = 1
+fileprivate let UNIFFI_HANDLEMAP_DELTA: UInt64 = 2
+
 fileprivate final class UniffiHandleMap<T>: @unchecked Sendable {
     // All mutation happens with this lock held, which is why we implement @unchecked Sendable.
     private let lock = NSLock()
     private var map: [UInt64: T] = [:]
-    private var currentHandle: UInt64 = 1
+    private var currentHandle: UInt64 = UNIFFI_HANDLEMAP_INITIAL
 
     func insert(obj: T) -> UInt64 {
         lock.withLock {
-            let handle = currentHandle
-            currentHandle += 1
-            map[handle] = obj
-            return handle
+            return doInsert(obj)
         }
+    }
+
+    // Low-level insert function, this assumes `lock` is held.
+    private func doInsert(_ obj: T) -> UInt64 {
+        let handle = currentHandle
+        currentHandle += UNIFFI_HANDLEMAP_DELTA
+        map[handle] = obj
+        return handle
     }
 
      func get(handle: UInt64) throws -> T {
@@ -373,6 +429,15 @@ fileprivate final class UniffiHandleMap<T>: @unchecked Sendable {
                 throw UniffiInternalError.unexpectedStaleHandle
             }
             return obj
+        }
+    }
+
+     func clone(handle: UInt64) throws -> UInt64 {
+        try lock.withLock {
+            guard let obj = map[handle] else {
+                throw UniffiInternalError.unexpectedStaleHandle
+            }
+            return doInsert(obj)
         }
     }
 
@@ -506,7 +571,11 @@ fileprivate struct FfiConverterString: FfiConverter {
             return String()
         }
         let bytes = UnsafeBufferPointer<UInt8>(start: value.data!, count: Int(value.len))
-        return String(bytes: bytes, encoding: String.Encoding.utf8)!
+        // Use Swift's native UTF-8 decoder; `String(bytes:encoding:.utf8)` goes
+        // through Foundation's NSString and silently strips a leading U+FEFF BOM.
+        // Invalid UTF-8 substitutes U+FFFD instead of trapping (unreachable
+        // given Rust's `String` invariant).
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public static func lower(_ value: String) -> RustBuffer {
@@ -522,7 +591,8 @@ fileprivate struct FfiConverterString: FfiConverter {
 
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> String {
         let len: Int32 = try readInt(&buf)
-        return String(bytes: try readBytes(&buf, count: Int(len)), encoding: String.Encoding.utf8)!
+        // See `lift` above for why we avoid Foundation's NSString-backed decoder here.
+        return String(decoding: try readBytes(&buf, count: Int(len)), as: UTF8.self)
     }
 
     public static func write(_ value: String, into buf: inout [UInt8]) {
@@ -570,13 +640,13 @@ public protocol HostClock: AnyObject, Sendable {
  * a host may prefer its platform's clock). Must never go backwards.
  */
 open class HostClockImpl: HostClock, @unchecked Sendable {
-    fileprivate let pointer: UnsafeMutableRawPointer!
+    fileprivate let handle: UInt64
 
-    /// Used to instantiate a [FFIObject] without an actual pointer, for fakes in tests, mostly.
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public struct NoPointer {
+    public struct NoHandle {
         public init() {}
     }
 
@@ -586,36 +656,37 @@ open class HostClockImpl: HostClock, @unchecked Sendable {
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    required public init(unsafeFromRawPointer pointer: UnsafeMutableRawPointer) {
-        self.pointer = pointer
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
     }
 
     // This constructor can be used to instantiate a fake object.
-    // - Parameter noPointer: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
     //
     // - Warning:
-    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing [Pointer] the FFI lower functions will crash.
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public init(noPointer: NoPointer) {
-        self.pointer = nil
+    public init(noHandle: NoHandle) {
+        self.handle = 0
     }
 
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public func uniffiClonePointer() -> UnsafeMutableRawPointer {
-        return try! rustCall { uniffi_omni_ffi_fn_clone_hostclock(self.pointer, $0) }
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_omni_ffi_fn_clone_hostclock(self.handle, $0) }
     }
     // No primary constructor declared for this class.
 
     deinit {
-        guard let pointer = pointer else {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
             return
         }
 
-        try! rustCall { uniffi_omni_ffi_fn_free_hostclock(pointer, $0) }
+        try! rustCall { uniffi_omni_ffi_fn_free_hostclock(handle, $0) }
     }
 
     
@@ -626,13 +697,17 @@ open class HostClockImpl: HostClock, @unchecked Sendable {
      */
 open func nowNanos() -> UInt64  {
     return try!  FfiConverterUInt64.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_hostclock_now_nanos(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_hostclock_now_nanos(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
     
 
+    
 }
+
 
 
 // Put the implementation in a struct so we don't pollute the top-level namespace
@@ -641,9 +716,22 @@ fileprivate struct UniffiCallbackInterfaceHostClock {
     // Create the VTable using a series of closures.
     // Swift automatically converts these into C callback functions.
     //
-    // This creates 1-element array, since this seems to be the only way to construct a const
-    // pointer that we can pass to the Rust code.
-    static let vtable: [UniffiVTableCallbackInterfaceHostClock] = [UniffiVTableCallbackInterfaceHostClock(
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceHostClock = UniffiVTableCallbackInterfaceHostClock(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeHostClock.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface HostClock: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeHostClock.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface HostClock: handle missing in uniffiClone")
+            }
+        },
         nowNanos: { (
             uniffiHandle: UInt64,
             uniffiOutReturn: UnsafeMutablePointer<UInt64>,
@@ -665,20 +753,25 @@ fileprivate struct UniffiCallbackInterfaceHostClock {
                 makeCall: makeCall,
                 writeReturn: writeReturn
             )
-        },
-        uniffiFree: { (uniffiHandle: UInt64) -> () in
-            let result = try? FfiConverterTypeHostClock.handleMap.remove(handle: uniffiHandle)
-            if result == nil {
-                print("Uniffi callback interface HostClock: handle missing in uniffiFree")
-            }
         }
-    )]
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceHostClock> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceHostClock>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
 }
 
 private func uniffiCallbackInitHostClock() {
-    uniffi_omni_ffi_fn_init_callback_vtable_hostclock(UniffiCallbackInterfaceHostClock.vtable)
+    uniffi_omni_ffi_fn_init_callback_vtable_hostclock(UniffiCallbackInterfaceHostClock.vtablePtr)
 }
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -686,35 +779,37 @@ private func uniffiCallbackInitHostClock() {
 public struct FfiConverterTypeHostClock: FfiConverter {
     fileprivate static let handleMap = UniffiHandleMap<HostClock>()
 
-    typealias FfiType = UnsafeMutableRawPointer
+    typealias FfiType = UInt64
     typealias SwiftType = HostClock
 
-    public static func lift(_ pointer: UnsafeMutableRawPointer) throws -> HostClock {
-        return HostClockImpl(unsafeFromRawPointer: pointer)
+    public static func lift(_ handle: UInt64) throws -> HostClock {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return HostClockImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
     }
 
-    public static func lower(_ value: HostClock) -> UnsafeMutableRawPointer {
-        guard let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: handleMap.insert(obj: value))) else {
-            fatalError("Cast to UnsafeMutableRawPointer failed")
-        }
-        return ptr
+    public static func lower(_ value: HostClock) -> UInt64 {
+         if let rustImpl = value as? HostClockImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
     }
 
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> HostClock {
-        let v: UInt64 = try readInt(&buf)
-        // The Rust code won't compile if a pointer won't fit in a UInt64.
-        // We have to go via `UInt` because that's the thing that's the size of a pointer.
-        let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: v))
-        if (ptr == nil) {
-            throw UniffiInternalError.unexpectedNullPointer
-        }
-        return try lift(ptr!)
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
     }
 
     public static func write(_ value: HostClock, into buf: inout [UInt8]) {
-        // This fiddling is because `Int` is the thing that's the same size as a pointer.
-        // The Rust code won't compile if a pointer won't fit in a `UInt64`.
-        writeInt(&buf, UInt64(bitPattern: Int64(Int(bitPattern: lower(value)))))
+        writeInt(&buf, lower(value))
     }
 }
 
@@ -722,14 +817,14 @@ public struct FfiConverterTypeHostClock: FfiConverter {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeHostClock_lift(_ pointer: UnsafeMutableRawPointer) throws -> HostClock {
-    return try FfiConverterTypeHostClock.lift(pointer)
+public func FfiConverterTypeHostClock_lift(_ handle: UInt64) throws -> HostClock {
+    return try FfiConverterTypeHostClock.lift(handle)
 }
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeHostClock_lower(_ value: HostClock) -> UnsafeMutableRawPointer {
+public func FfiConverterTypeHostClock_lower(_ value: HostClock) -> UInt64 {
     return FfiConverterTypeHostClock.lower(value)
 }
 
@@ -752,13 +847,13 @@ public protocol LogSink: AnyObject, Sendable {
  * tunnel is locked: an implementation must not call back into a tunnel.
  */
 open class LogSinkImpl: LogSink, @unchecked Sendable {
-    fileprivate let pointer: UnsafeMutableRawPointer!
+    fileprivate let handle: UInt64
 
-    /// Used to instantiate a [FFIObject] without an actual pointer, for fakes in tests, mostly.
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public struct NoPointer {
+    public struct NoHandle {
         public init() {}
     }
 
@@ -768,52 +863,57 @@ open class LogSinkImpl: LogSink, @unchecked Sendable {
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    required public init(unsafeFromRawPointer pointer: UnsafeMutableRawPointer) {
-        self.pointer = pointer
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
     }
 
     // This constructor can be used to instantiate a fake object.
-    // - Parameter noPointer: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
     //
     // - Warning:
-    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing [Pointer] the FFI lower functions will crash.
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public init(noPointer: NoPointer) {
-        self.pointer = nil
+    public init(noHandle: NoHandle) {
+        self.handle = 0
     }
 
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public func uniffiClonePointer() -> UnsafeMutableRawPointer {
-        return try! rustCall { uniffi_omni_ffi_fn_clone_logsink(self.pointer, $0) }
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_omni_ffi_fn_clone_logsink(self.handle, $0) }
     }
     // No primary constructor declared for this class.
 
     deinit {
-        guard let pointer = pointer else {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
             return
         }
 
-        try! rustCall { uniffi_omni_ffi_fn_free_logsink(pointer, $0) }
+        try! rustCall { uniffi_omni_ffi_fn_free_logsink(handle, $0) }
     }
 
     
 
     
 open func log(level: LogLevel, target: String, message: String)  {try! rustCall() {
-    uniffi_omni_ffi_fn_method_logsink_log(self.uniffiClonePointer(),
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_logsink_log(
+            self.uniffiCloneHandle(),
         FfiConverterTypeLogLevel_lower(level),
         FfiConverterString.lower(target),
-        FfiConverterString.lower(message),$0
+        FfiConverterString.lower(message),uniffiCallStatus
     )
 }
 }
     
 
+    
 }
+
 
 
 // Put the implementation in a struct so we don't pollute the top-level namespace
@@ -822,9 +922,22 @@ fileprivate struct UniffiCallbackInterfaceLogSink {
     // Create the VTable using a series of closures.
     // Swift automatically converts these into C callback functions.
     //
-    // This creates 1-element array, since this seems to be the only way to construct a const
-    // pointer that we can pass to the Rust code.
-    static let vtable: [UniffiVTableCallbackInterfaceLogSink] = [UniffiVTableCallbackInterfaceLogSink(
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceLogSink = UniffiVTableCallbackInterfaceLogSink(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeLogSink.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface LogSink: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeLogSink.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface LogSink: handle missing in uniffiClone")
+            }
+        },
         log: { (
             uniffiHandle: UInt64,
             level: RustBuffer,
@@ -852,20 +965,25 @@ fileprivate struct UniffiCallbackInterfaceLogSink {
                 makeCall: makeCall,
                 writeReturn: writeReturn
             )
-        },
-        uniffiFree: { (uniffiHandle: UInt64) -> () in
-            let result = try? FfiConverterTypeLogSink.handleMap.remove(handle: uniffiHandle)
-            if result == nil {
-                print("Uniffi callback interface LogSink: handle missing in uniffiFree")
-            }
         }
-    )]
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceLogSink> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceLogSink>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
 }
 
 private func uniffiCallbackInitLogSink() {
-    uniffi_omni_ffi_fn_init_callback_vtable_logsink(UniffiCallbackInterfaceLogSink.vtable)
+    uniffi_omni_ffi_fn_init_callback_vtable_logsink(UniffiCallbackInterfaceLogSink.vtablePtr)
 }
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -873,35 +991,37 @@ private func uniffiCallbackInitLogSink() {
 public struct FfiConverterTypeLogSink: FfiConverter {
     fileprivate static let handleMap = UniffiHandleMap<LogSink>()
 
-    typealias FfiType = UnsafeMutableRawPointer
+    typealias FfiType = UInt64
     typealias SwiftType = LogSink
 
-    public static func lift(_ pointer: UnsafeMutableRawPointer) throws -> LogSink {
-        return LogSinkImpl(unsafeFromRawPointer: pointer)
+    public static func lift(_ handle: UInt64) throws -> LogSink {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogSinkImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
     }
 
-    public static func lower(_ value: LogSink) -> UnsafeMutableRawPointer {
-        guard let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: handleMap.insert(obj: value))) else {
-            fatalError("Cast to UnsafeMutableRawPointer failed")
-        }
-        return ptr
+    public static func lower(_ value: LogSink) -> UInt64 {
+         if let rustImpl = value as? LogSinkImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
     }
 
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogSink {
-        let v: UInt64 = try readInt(&buf)
-        // The Rust code won't compile if a pointer won't fit in a UInt64.
-        // We have to go via `UInt` because that's the thing that's the size of a pointer.
-        let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: v))
-        if (ptr == nil) {
-            throw UniffiInternalError.unexpectedNullPointer
-        }
-        return try lift(ptr!)
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
     }
 
     public static func write(_ value: LogSink, into buf: inout [UInt8]) {
-        // This fiddling is because `Int` is the thing that's the same size as a pointer.
-        // The Rust code won't compile if a pointer won't fit in a `UInt64`.
-        writeInt(&buf, UInt64(bitPattern: Int64(Int(bitPattern: lower(value)))))
+        writeInt(&buf, lower(value))
     }
 }
 
@@ -909,14 +1029,14 @@ public struct FfiConverterTypeLogSink: FfiConverter {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeLogSink_lift(_ pointer: UnsafeMutableRawPointer) throws -> LogSink {
-    return try FfiConverterTypeLogSink.lift(pointer)
+public func FfiConverterTypeLogSink_lift(_ handle: UInt64) throws -> LogSink {
+    return try FfiConverterTypeLogSink.lift(handle)
 }
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeLogSink_lower(_ value: LogSink) -> UnsafeMutableRawPointer {
+public func FfiConverterTypeLogSink_lower(_ value: LogSink) -> UInt64 {
     return FfiConverterTypeLogSink.lower(value)
 }
 
@@ -1103,13 +1223,13 @@ public protocol TunnelProtocol: AnyObject, Sendable {
  * periodic tick, so a sleeping phone stays asleep.
  */
 open class Tunnel: TunnelProtocol, @unchecked Sendable {
-    fileprivate let pointer: UnsafeMutableRawPointer!
+    fileprivate let handle: UInt64
 
-    /// Used to instantiate a [FFIObject] without an actual pointer, for fakes in tests, mostly.
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public struct NoPointer {
+    public struct NoHandle {
         public init() {}
     }
 
@@ -1119,47 +1239,49 @@ open class Tunnel: TunnelProtocol, @unchecked Sendable {
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    required public init(unsafeFromRawPointer pointer: UnsafeMutableRawPointer) {
-        self.pointer = pointer
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
     }
 
     // This constructor can be used to instantiate a fake object.
-    // - Parameter noPointer: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
     //
     // - Warning:
-    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing [Pointer] the FFI lower functions will crash.
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public init(noPointer: NoPointer) {
-        self.pointer = nil
+    public init(noHandle: NoHandle) {
+        self.handle = 0
     }
 
 #if swift(>=5.8)
     @_documentation(visibility: private)
 #endif
-    public func uniffiClonePointer() -> UnsafeMutableRawPointer {
-        return try! rustCall { uniffi_omni_ffi_fn_clone_tunnel(self.pointer, $0) }
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_omni_ffi_fn_clone_tunnel(self.handle, $0) }
     }
     /**
      * A tunnel from a structured config, on the system clock.
      */
 public convenience init(config: TunnelConfig)throws  {
-    let pointer =
+    let handle =
         try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_constructor_tunnel_new(
-        FfiConverterTypeTunnelConfig_lower(config),$0
+        FfiConverterTypeTunnelConfig_lower(config),uniffiCallStatus
     )
 }
-    self.init(unsafeFromRawPointer: pointer)
+    self.init(unsafeFromHandle: handle)
 }
 
     deinit {
-        guard let pointer = pointer else {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
             return
         }
 
-        try! rustCall { uniffi_omni_ffi_fn_free_tunnel(pointer, $0) }
+        try! rustCall { uniffi_omni_ffi_fn_free_tunnel(handle, $0) }
     }
 
     
@@ -1168,8 +1290,9 @@ public convenience init(config: TunnelConfig)throws  {
      */
 public static func fromWgQuick(text: String)throws  -> Tunnel  {
     return try  FfiConverterTypeTunnel_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(
-        FfiConverterString.lower(text),$0
+        FfiConverterString.lower(text),uniffiCallStatus
     )
 })
 }
@@ -1185,8 +1308,9 @@ public static func fromWgQuick(text: String)throws  -> Tunnel  {
      */
 public static func joinCluster(config: ClusterConfig)throws  -> Tunnel  {
     return try  FfiConverterTypeTunnel_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(
-        FfiConverterTypeClusterConfig_lower(config),$0
+        FfiConverterTypeClusterConfig_lower(config),uniffiCallStatus
     )
 })
 }
@@ -1196,9 +1320,10 @@ public static func joinCluster(config: ClusterConfig)throws  -> Tunnel  {
      */
 public static func joinClusterWithClock(config: ClusterConfig, clock: HostClock)throws  -> Tunnel  {
     return try  FfiConverterTypeTunnel_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(
         FfiConverterTypeClusterConfig_lower(config),
-        FfiConverterTypeHostClock_lower(clock),$0
+        FfiConverterTypeHostClock_lower(clock),uniffiCallStatus
     )
 })
 }
@@ -1208,9 +1333,10 @@ public static func joinClusterWithClock(config: ClusterConfig, clock: HostClock)
      */
 public static func withClock(config: TunnelConfig, clock: HostClock)throws  -> Tunnel  {
     return try  FfiConverterTypeTunnel_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_constructor_tunnel_with_clock(
         FfiConverterTypeTunnelConfig_lower(config),
-        FfiConverterTypeHostClock_lower(clock),$0
+        FfiConverterTypeHostClock_lower(clock),uniffiCallStatus
     )
 })
 }
@@ -1221,8 +1347,10 @@ public static func withClock(config: TunnelConfig, clock: HostClock)throws  -> T
      * Adds a peer at run time.
      */
 open func addPeer(peer: PeerSpec)throws   {try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_add_peer(self.uniffiClonePointer(),
-        FfiConverterTypePeerSpec_lower(peer),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_add_peer(
+            self.uniffiCloneHandle(),
+        FfiConverterTypePeerSpec_lower(peer),uniffiCallStatus
     )
 }
 }
@@ -1234,7 +1362,9 @@ open func addPeer(peer: PeerSpec)throws   {try rustCallWithError(FfiConverterTyp
      */
 open func clusterStatus() -> ClusterStatus?  {
     return try!  FfiConverterOptionTypeClusterStatus.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_cluster_status(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_cluster_status(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1244,7 +1374,9 @@ open func clusterStatus() -> ClusterStatus?  {
      */
 open func drainTransmits()throws  -> [Datagram]  {
     return try  FfiConverterSequenceTypeDatagram.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_drain_transmits(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_drain_transmits(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1255,9 +1387,11 @@ open func drainTransmits()throws  -> [Datagram]  {
      */
 open func handleDatagram(from: String, datagram: Data)throws  -> DatagramOutcome  {
     return try  FfiConverterTypeDatagramOutcome_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_handle_datagram(self.uniffiClonePointer(),
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_handle_datagram(
+            self.uniffiCloneHandle(),
         FfiConverterString.lower(from),
-        FfiConverterData.lower(datagram),$0
+        FfiConverterData.lower(datagram),uniffiCallStatus
     )
 })
 }
@@ -1268,8 +1402,10 @@ open func handleDatagram(from: String, datagram: Data)throws  -> DatagramOutcome
      */
 open func handleDatagramBatch(datagrams: [Datagram]) -> [DatagramOutcome]  {
     return try!  FfiConverterSequenceTypeDatagramOutcome.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(self.uniffiClonePointer(),
-        FfiConverterSequenceTypeDatagram.lower(datagrams),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceTypeDatagram.lower(datagrams),uniffiCallStatus
     )
 })
 }
@@ -1278,7 +1414,9 @@ open func handleDatagramBatch(datagrams: [Datagram]) -> [DatagramOutcome]  {
      * Fires the timers that are due. Then drain `poll_transmit`.
      */
 open func handleTimeout()  {try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_handle_timeout(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_handle_timeout(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
 }
@@ -1288,7 +1426,9 @@ open func handleTimeout()  {try! rustCall() {
      */
 open func interfaceSettings() -> InterfaceSettings  {
     return try!  FfiConverterTypeInterfaceSettings_lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_interface_settings(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_interface_settings(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1300,7 +1440,9 @@ open func interfaceSettings() -> InterfaceSettings  {
      * plain tunnel.
      */
 open func leaveCluster()  {try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_leave_cluster(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_leave_cluster(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
 }
@@ -1311,7 +1453,9 @@ open func leaveCluster()  {try! rustCall() {
      */
 open func nextTimeoutMillis() -> UInt64?  {
     return try!  FfiConverterOptionUInt64.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1321,7 +1465,9 @@ open func nextTimeoutMillis() -> UInt64?  {
      */
 open func nowNanos() -> UInt64  {
     return try!  FfiConverterUInt64.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_now_nanos(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_now_nanos(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1333,7 +1479,9 @@ open func nowNanos() -> UInt64  {
      * `poll_transmit`. Call `resolve_endpoints` too if peers use host names.
      */
 open func onNetworkChanged()  {try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_on_network_changed(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_on_network_changed(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
 }
@@ -1343,7 +1491,9 @@ open func onNetworkChanged()  {try! rustCall() {
      * but it is logged so traces explain the silence.
      */
 open func onSleep()  {try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_on_sleep(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_on_sleep(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
 }
@@ -1353,7 +1503,9 @@ open func onSleep()  {try! rustCall() {
      * NAT mappings rarely survive a sleep, start fresh handshakes.
      */
 open func onWake()  {try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_on_wake(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_on_wake(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
 }
@@ -1364,7 +1516,9 @@ open func onWake()  {try! rustCall() {
      */
 open func packetHandle() -> UInt64  {
     return try!  FfiConverterUInt64.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_packet_handle(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_packet_handle(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1374,7 +1528,9 @@ open func packetHandle() -> UInt64  {
      */
 open func pollEvent() -> TunnelEvent?  {
     return try!  FfiConverterOptionTypeTunnelEvent.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_poll_event(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_poll_event(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1384,7 +1540,9 @@ open func pollEvent() -> TunnelEvent?  {
      */
 open func pollTimeoutNanos() -> UInt64?  {
     return try!  FfiConverterOptionUInt64.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1395,7 +1553,9 @@ open func pollTimeoutNanos() -> UInt64?  {
      */
 open func pollTransmit()throws  -> Datagram?  {
     return try  FfiConverterOptionTypeDatagram.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_poll_transmit(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_poll_transmit(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1405,7 +1565,9 @@ open func pollTransmit()throws  -> Datagram?  {
      */
 open func publicKey() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_public_key(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_public_key(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1414,8 +1576,10 @@ open func publicKey() -> String  {
      * Removes a peer (its sessions and routes).
      */
 open func removePeer(publicKey: String)throws   {try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_remove_peer(self.uniffiClonePointer(),
-        FfiConverterString.lower(publicKey),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_remove_peer(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(publicKey),uniffiCallStatus
     )
 }
 }
@@ -1427,7 +1591,9 @@ open func removePeer(publicKey: String)throws   {try rustCallWithError(FfiConver
      */
 open func resolveEndpoints() -> UInt32  {
     return try!  FfiConverterUInt32.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1438,8 +1604,10 @@ open func resolveEndpoints() -> UInt32  {
      */
 open func sendIp(packet: Data)throws  -> Datagram?  {
     return try  FfiConverterOptionTypeDatagram.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_send_ip(self.uniffiClonePointer(),
-        FfiConverterData.lower(packet),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_send_ip(
+            self.uniffiCloneHandle(),
+        FfiConverterData.lower(packet),uniffiCallStatus
     )
 })
 }
@@ -1454,8 +1622,10 @@ open func sendIp(packet: Data)throws  -> Datagram?  {
      */
 open func sendIpBatch(packets: [Data]) -> [Datagram]  {
     return try!  FfiConverterSequenceTypeDatagram.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(self.uniffiClonePointer(),
-        FfiConverterSequenceData.lower(packets),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceData.lower(packets),uniffiCallStatus
     )
 })
 }
@@ -1466,8 +1636,10 @@ open func sendIpBatch(packets: [Data]) -> [Datagram]  {
      * paths on a shared LAN. Call it after `on_network_changed`.
      */
 open func setLocalEndpoints(endpoints: [String])throws   {try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(self.uniffiClonePointer(),
-        FfiConverterSequenceString.lower(endpoints),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceString.lower(endpoints),uniffiCallStatus
     )
 }
 }
@@ -1476,16 +1648,20 @@ open func setLocalEndpoints(endpoints: [String])throws   {try rustCallWithError(
      * Sets a peer's endpoint (`ip:port`), e.g. after the host resolved a name itself.
      */
 open func setPeerEndpoint(publicKey: String, endpoint: String)throws   {try rustCallWithError(FfiConverterTypeTunnelError_lift) {
-    uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(self.uniffiClonePointer(),
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(
+            self.uniffiCloneHandle(),
         FfiConverterString.lower(publicKey),
-        FfiConverterString.lower(endpoint),$0
+        FfiConverterString.lower(endpoint),uniffiCallStatus
     )
 }
 }
     
 open func stats() -> TunnelStats  {
     return try!  FfiConverterTypeTunnelStats_lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_stats(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_stats(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1495,12 +1671,15 @@ open func stats() -> TunnelStats  {
      */
 open func unresolvedEndpoints() -> [String]  {
     return try!  FfiConverterSequenceString.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(self.uniffiClonePointer(),$0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
     
 
+    
 }
 
 
@@ -1508,33 +1687,24 @@ open func unresolvedEndpoints() -> [String]  {
 @_documentation(visibility: private)
 #endif
 public struct FfiConverterTypeTunnel: FfiConverter {
-
-    typealias FfiType = UnsafeMutableRawPointer
+    typealias FfiType = UInt64
     typealias SwiftType = Tunnel
 
-    public static func lift(_ pointer: UnsafeMutableRawPointer) throws -> Tunnel {
-        return Tunnel(unsafeFromRawPointer: pointer)
+    public static func lift(_ handle: UInt64) throws -> Tunnel {
+        return Tunnel(unsafeFromHandle: handle)
     }
 
-    public static func lower(_ value: Tunnel) -> UnsafeMutableRawPointer {
-        return value.uniffiClonePointer()
+    public static func lower(_ value: Tunnel) -> UInt64 {
+        return value.uniffiCloneHandle()
     }
 
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Tunnel {
-        let v: UInt64 = try readInt(&buf)
-        // The Rust code won't compile if a pointer won't fit in a UInt64.
-        // We have to go via `UInt` because that's the thing that's the size of a pointer.
-        let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: v))
-        if (ptr == nil) {
-            throw UniffiInternalError.unexpectedNullPointer
-        }
-        return try lift(ptr!)
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
     }
 
     public static func write(_ value: Tunnel, into buf: inout [UInt8]) {
-        // This fiddling is because `Int` is the thing that's the same size as a pointer.
-        // The Rust code won't compile if a pointer won't fit in a `UInt64`.
-        writeInt(&buf, UInt64(bitPattern: Int64(Int(bitPattern: lower(value)))))
+        writeInt(&buf, lower(value))
     }
 }
 
@@ -1542,14 +1712,14 @@ public struct FfiConverterTypeTunnel: FfiConverter {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeTunnel_lift(_ pointer: UnsafeMutableRawPointer) throws -> Tunnel {
-    return try FfiConverterTypeTunnel.lift(pointer)
+public func FfiConverterTypeTunnel_lift(_ handle: UInt64) throws -> Tunnel {
+    return try FfiConverterTypeTunnel.lift(handle)
 }
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeTunnel_lower(_ value: Tunnel) -> UnsafeMutableRawPointer {
+public func FfiConverterTypeTunnel_lower(_ value: Tunnel) -> UInt64 {
     return FfiConverterTypeTunnel.lower(value)
 }
 
@@ -1560,7 +1730,7 @@ public func FfiConverterTypeTunnel_lower(_ value: Tunnel) -> UnsafeMutableRawPoi
  * How a phone joins a cluster (what `omni-daemon --nucleus ... --cluster ...
  * --secret ... --vip ...` takes on the command line).
  */
-public struct ClusterConfig {
+public struct ClusterConfig: Equatable, Hashable {
     /**
      * Our private key (base64).
      */
@@ -1680,71 +1850,15 @@ public struct ClusterConfig {
         self.mtu = mtu
         self.meshKeepalive = meshKeepalive
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension ClusterConfig: Sendable {}
 #endif
-
-
-extension ClusterConfig: Equatable, Hashable {
-    public static func ==(lhs: ClusterConfig, rhs: ClusterConfig) -> Bool {
-        if lhs.privateKey != rhs.privateKey {
-            return false
-        }
-        if lhs.nucleusEndpoint != rhs.nucleusEndpoint {
-            return false
-        }
-        if lhs.nucleusPublicKey != rhs.nucleusPublicKey {
-            return false
-        }
-        if lhs.cluster != rhs.cluster {
-            return false
-        }
-        if lhs.secret != rhs.secret {
-            return false
-        }
-        if lhs.vip != rhs.vip {
-            return false
-        }
-        if lhs.vip6 != rhs.vip6 {
-            return false
-        }
-        if lhs.listenPort != rhs.listenPort {
-            return false
-        }
-        if lhs.localEndpoints != rhs.localEndpoints {
-            return false
-        }
-        if lhs.dns != rhs.dns {
-            return false
-        }
-        if lhs.mtu != rhs.mtu {
-            return false
-        }
-        if lhs.meshKeepalive != rhs.meshKeepalive {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(privateKey)
-        hasher.combine(nucleusEndpoint)
-        hasher.combine(nucleusPublicKey)
-        hasher.combine(cluster)
-        hasher.combine(secret)
-        hasher.combine(vip)
-        hasher.combine(vip6)
-        hasher.combine(listenPort)
-        hasher.combine(localEndpoints)
-        hasher.combine(dns)
-        hasher.combine(mtu)
-        hasher.combine(meshKeepalive)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -1803,7 +1917,7 @@ public func FfiConverterTypeClusterConfig_lower(_ value: ClusterConfig) -> RustB
 /**
  * One member of the cluster (`Tunnel.cluster_status`).
  */
-public struct ClusterMember {
+public struct ClusterMember: Equatable, Hashable {
     public let publicKey: String
     public let vip: String
     /**
@@ -1845,59 +1959,15 @@ public struct ClusterMember {
         self.rxBytes = rxBytes
         self.txBytes = txBytes
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension ClusterMember: Sendable {}
 #endif
-
-
-extension ClusterMember: Equatable, Hashable {
-    public static func ==(lhs: ClusterMember, rhs: ClusterMember) -> Bool {
-        if lhs.publicKey != rhs.publicKey {
-            return false
-        }
-        if lhs.vip != rhs.vip {
-            return false
-        }
-        if lhs.vip6 != rhs.vip6 {
-            return false
-        }
-        if lhs.endpoint != rhs.endpoint {
-            return false
-        }
-        if lhs.reflexiveEndpoint != rhs.reflexiveEndpoint {
-            return false
-        }
-        if lhs.path != rhs.path {
-            return false
-        }
-        if lhs.lastHandshakeAgeNanos != rhs.lastHandshakeAgeNanos {
-            return false
-        }
-        if lhs.rxBytes != rhs.rxBytes {
-            return false
-        }
-        if lhs.txBytes != rhs.txBytes {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(publicKey)
-        hasher.combine(vip)
-        hasher.combine(vip6)
-        hasher.combine(endpoint)
-        hasher.combine(reflexiveEndpoint)
-        hasher.combine(path)
-        hasher.combine(lastHandshakeAgeNanos)
-        hasher.combine(rxBytes)
-        hasher.combine(txBytes)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -1950,7 +2020,7 @@ public func FfiConverterTypeClusterMember_lower(_ value: ClusterMember) -> RustB
 /**
  * The cluster side of a tunnel created by `Tunnel.join_cluster`.
  */
-public struct ClusterStatus {
+public struct ClusterStatus: Equatable, Hashable {
     public let state: ClusterState
     /**
      * Our VIP with the cluster's prefix.
@@ -2014,67 +2084,15 @@ public struct ClusterStatus {
         self.relayedOut = relayedOut
         self.relayedIn = relayedIn
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension ClusterStatus: Sendable {}
 #endif
-
-
-extension ClusterStatus: Equatable, Hashable {
-    public static func ==(lhs: ClusterStatus, rhs: ClusterStatus) -> Bool {
-        if lhs.state != rhs.state {
-            return false
-        }
-        if lhs.vip != rhs.vip {
-            return false
-        }
-        if lhs.vip6 != rhs.vip6 {
-            return false
-        }
-        if lhs.nucleusEndpoint != rhs.nucleusEndpoint {
-            return false
-        }
-        if lhs.reflexiveEndpoint != rhs.reflexiveEndpoint {
-            return false
-        }
-        if lhs.members != rhs.members {
-            return false
-        }
-        if lhs.listVersion != rhs.listVersion {
-            return false
-        }
-        if lhs.signalingSent != rhs.signalingSent {
-            return false
-        }
-        if lhs.signalingReceived != rhs.signalingReceived {
-            return false
-        }
-        if lhs.relayedOut != rhs.relayedOut {
-            return false
-        }
-        if lhs.relayedIn != rhs.relayedIn {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(state)
-        hasher.combine(vip)
-        hasher.combine(vip6)
-        hasher.combine(nucleusEndpoint)
-        hasher.combine(reflexiveEndpoint)
-        hasher.combine(members)
-        hasher.combine(listVersion)
-        hasher.combine(signalingSent)
-        hasher.combine(signalingReceived)
-        hasher.combine(relayedOut)
-        hasher.combine(relayedIn)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2131,7 +2149,7 @@ public func FfiConverterTypeClusterStatus_lower(_ value: ClusterStatus) -> RustB
 /**
  * A datagram to send.
  */
-public struct Datagram {
+public struct Datagram: Equatable, Hashable {
     /**
      * `ip:port` (`[ipv6]:port`).
      */
@@ -2147,31 +2165,15 @@ public struct Datagram {
         self.endpoint = endpoint
         self.data = data
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension Datagram: Sendable {}
 #endif
-
-
-extension Datagram: Equatable, Hashable {
-    public static func ==(lhs: Datagram, rhs: Datagram) -> Bool {
-        if lhs.endpoint != rhs.endpoint {
-            return false
-        }
-        if lhs.data != rhs.data {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(endpoint)
-        hasher.combine(data)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2211,7 +2213,7 @@ public func FfiConverterTypeDatagram_lower(_ value: Datagram) -> RustBuffer {
  * What a VPN host needs to set up its interface (Android `VpnService.Builder`,
  * iOS `NEPacketTunnelNetworkSettings`).
  */
-public struct InterfaceSettings {
+public struct InterfaceSettings: Equatable, Hashable {
     public let addresses: [IpNetwork]
     /**
      * The union of all peers' allowed IPs: what to route into the tunnel.
@@ -2235,47 +2237,15 @@ public struct InterfaceSettings {
         self.mtu = mtu
         self.listenPort = listenPort
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension InterfaceSettings: Sendable {}
 #endif
-
-
-extension InterfaceSettings: Equatable, Hashable {
-    public static func ==(lhs: InterfaceSettings, rhs: InterfaceSettings) -> Bool {
-        if lhs.addresses != rhs.addresses {
-            return false
-        }
-        if lhs.routes != rhs.routes {
-            return false
-        }
-        if lhs.dnsServers != rhs.dnsServers {
-            return false
-        }
-        if lhs.searchDomains != rhs.searchDomains {
-            return false
-        }
-        if lhs.mtu != rhs.mtu {
-            return false
-        }
-        if lhs.listenPort != rhs.listenPort {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(addresses)
-        hasher.combine(routes)
-        hasher.combine(dnsServers)
-        hasher.combine(searchDomains)
-        hasher.combine(mtu)
-        hasher.combine(listenPort)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2322,7 +2292,7 @@ public func FfiConverterTypeInterfaceSettings_lower(_ value: InterfaceSettings) 
 /**
  * An IP address with a prefix length, for VPN builders.
  */
-public struct IpNetwork {
+public struct IpNetwork: Equatable, Hashable {
     public let address: String
     public let prefixLength: UInt8
 
@@ -2332,31 +2302,15 @@ public struct IpNetwork {
         self.address = address
         self.prefixLength = prefixLength
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension IpNetwork: Sendable {}
 #endif
-
-
-extension IpNetwork: Equatable, Hashable {
-    public static func ==(lhs: IpNetwork, rhs: IpNetwork) -> Bool {
-        if lhs.address != rhs.address {
-            return false
-        }
-        if lhs.prefixLength != rhs.prefixLength {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(address)
-        hasher.combine(prefixLength)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2395,7 +2349,7 @@ public func FfiConverterTypeIpNetwork_lower(_ value: IpNetwork) -> RustBuffer {
 /**
  * A `[Peer]` section.
  */
-public struct PeerSpec {
+public struct PeerSpec: Equatable, Hashable {
     public let publicKey: String
     public let presharedKey: String?
     /**
@@ -2431,43 +2385,15 @@ public struct PeerSpec {
         self.endpoint = endpoint
         self.persistentKeepalive = persistentKeepalive
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension PeerSpec: Sendable {}
 #endif
-
-
-extension PeerSpec: Equatable, Hashable {
-    public static func ==(lhs: PeerSpec, rhs: PeerSpec) -> Bool {
-        if lhs.publicKey != rhs.publicKey {
-            return false
-        }
-        if lhs.presharedKey != rhs.presharedKey {
-            return false
-        }
-        if lhs.allowedIps != rhs.allowedIps {
-            return false
-        }
-        if lhs.endpoint != rhs.endpoint {
-            return false
-        }
-        if lhs.persistentKeepalive != rhs.persistentKeepalive {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(publicKey)
-        hasher.combine(presharedKey)
-        hasher.combine(allowedIps)
-        hasher.combine(endpoint)
-        hasher.combine(persistentKeepalive)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2512,7 +2438,7 @@ public func FfiConverterTypePeerSpec_lower(_ value: PeerSpec) -> RustBuffer {
 /**
  * One peer in `Tunnel.stats`.
  */
-public struct PeerStatus {
+public struct PeerStatus: Equatable, Hashable {
     public let publicKey: String
     public let endpoint: String?
     public let allowedIps: [String]
@@ -2540,55 +2466,15 @@ public struct PeerStatus {
         self.txBytes = txBytes
         self.hasSession = hasSession
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension PeerStatus: Sendable {}
 #endif
-
-
-extension PeerStatus: Equatable, Hashable {
-    public static func ==(lhs: PeerStatus, rhs: PeerStatus) -> Bool {
-        if lhs.publicKey != rhs.publicKey {
-            return false
-        }
-        if lhs.endpoint != rhs.endpoint {
-            return false
-        }
-        if lhs.allowedIps != rhs.allowedIps {
-            return false
-        }
-        if lhs.persistentKeepalive != rhs.persistentKeepalive {
-            return false
-        }
-        if lhs.lastHandshakeAgeNanos != rhs.lastHandshakeAgeNanos {
-            return false
-        }
-        if lhs.rxBytes != rhs.rxBytes {
-            return false
-        }
-        if lhs.txBytes != rhs.txBytes {
-            return false
-        }
-        if lhs.hasSession != rhs.hasSession {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(publicKey)
-        hasher.combine(endpoint)
-        hasher.combine(allowedIps)
-        hasher.combine(persistentKeepalive)
-        hasher.combine(lastHandshakeAgeNanos)
-        hasher.combine(rxBytes)
-        hasher.combine(txBytes)
-        hasher.combine(hasSession)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2639,7 +2525,7 @@ public func FfiConverterTypePeerStatus_lower(_ value: PeerStatus) -> RustBuffer 
 /**
  * A tunnel as a wg-quick file describes it. All keys are base64.
  */
-public struct TunnelConfig {
+public struct TunnelConfig: Equatable, Hashable {
     /**
      * `[Interface] PrivateKey`.
      */
@@ -2687,47 +2573,15 @@ public struct TunnelConfig {
         self.mtu = mtu
         self.peers = peers
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension TunnelConfig: Sendable {}
 #endif
-
-
-extension TunnelConfig: Equatable, Hashable {
-    public static func ==(lhs: TunnelConfig, rhs: TunnelConfig) -> Bool {
-        if lhs.privateKey != rhs.privateKey {
-            return false
-        }
-        if lhs.listenPort != rhs.listenPort {
-            return false
-        }
-        if lhs.addresses != rhs.addresses {
-            return false
-        }
-        if lhs.dns != rhs.dns {
-            return false
-        }
-        if lhs.mtu != rhs.mtu {
-            return false
-        }
-        if lhs.peers != rhs.peers {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(privateKey)
-        hasher.combine(listenPort)
-        hasher.combine(addresses)
-        hasher.combine(dns)
-        hasher.combine(mtu)
-        hasher.combine(peers)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2771,7 +2625,7 @@ public func FfiConverterTypeTunnelConfig_lower(_ value: TunnelConfig) -> RustBuf
 }
 
 
-public struct TunnelStats {
+public struct TunnelStats: Equatable, Hashable {
     public let peers: [PeerStatus]
     public let rxBytes: UInt64
     public let txBytes: UInt64
@@ -2807,47 +2661,15 @@ public struct TunnelStats {
         self.eventsDropped = eventsDropped
         self.packetsDropped = packetsDropped
     }
+
+    
+
+    
 }
 
 #if compiler(>=6)
 extension TunnelStats: Sendable {}
 #endif
-
-
-extension TunnelStats: Equatable, Hashable {
-    public static func ==(lhs: TunnelStats, rhs: TunnelStats) -> Bool {
-        if lhs.peers != rhs.peers {
-            return false
-        }
-        if lhs.rxBytes != rhs.rxBytes {
-            return false
-        }
-        if lhs.txBytes != rhs.txBytes {
-            return false
-        }
-        if lhs.datagramsRejected != rhs.datagramsRejected {
-            return false
-        }
-        if lhs.eventsDropped != rhs.eventsDropped {
-            return false
-        }
-        if lhs.packetsDropped != rhs.packetsDropped {
-            return false
-        }
-        return true
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(peers)
-        hasher.combine(rxBytes)
-        hasher.combine(txBytes)
-        hasher.combine(datagramsRejected)
-        hasher.combine(eventsDropped)
-        hasher.combine(packetsDropped)
-    }
-}
-
-
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -2890,13 +2712,12 @@ public func FfiConverterTypeTunnelStats_lower(_ value: TunnelStats) -> RustBuffe
     return FfiConverterTypeTunnelStats.lower(value)
 }
 
-// Note that we don't yet support `indirect` for enums.
-// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+
 /**
  * Where the registration stands.
  */
 
-public enum ClusterState {
+public enum ClusterState: Equatable, Hashable {
     
     /**
      * Asking the Nucleus for a challenge (its handshake may still be running).
@@ -2914,8 +2735,12 @@ public enum ClusterState {
      * `leave_cluster` was called.
      */
     case left
-}
 
+
+
+
+
+}
 
 #if compiler(>=6)
 extension ClusterState: Sendable {}
@@ -2982,20 +2807,12 @@ public func FfiConverterTypeClusterState_lower(_ value: ClusterState) -> RustBuf
 }
 
 
-extension ClusterState: Equatable, Hashable {}
 
-
-
-
-
-
-// Note that we don't yet support `indirect` for enums.
-// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
  * What became of a received datagram.
  */
 
-public enum DatagramOutcome {
+public enum DatagramOutcome: Equatable, Hashable {
     
     /**
      * Consumed (a keepalive, a completed handshake). Drain `poll_transmit`.
@@ -3017,8 +2834,12 @@ public enum DatagramOutcome {
      */
     case rejected(reason: String
     )
-}
 
+
+
+
+
+}
 
 #if compiler(>=6)
 extension DatagramOutcome: Sendable {}
@@ -3091,28 +2912,24 @@ public func FfiConverterTypeDatagramOutcome_lower(_ value: DatagramOutcome) -> R
 }
 
 
-extension DatagramOutcome: Equatable, Hashable {}
 
-
-
-
-
-
-// Note that we don't yet support `indirect` for enums.
-// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
  * Severity of a log record.
  */
 
-public enum LogLevel {
+public enum LogLevel: Equatable, Hashable {
     
     case error
     case warn
     case info
     case debug
     case trace
-}
 
+
+
+
+
+}
 
 #if compiler(>=6)
 extension LogLevel: Sendable {}
@@ -3185,20 +3002,12 @@ public func FfiConverterTypeLogLevel_lower(_ value: LogLevel) -> RustBuffer {
 }
 
 
-extension LogLevel: Equatable, Hashable {}
 
-
-
-
-
-
-// Note that we don't yet support `indirect` for enums.
-// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
  * How a member is reached.
  */
 
-public enum MemberPath {
+public enum MemberPath: Equatable, Hashable {
     
     /**
      * Added; no handshake completed yet (hole punching).
@@ -3216,8 +3025,12 @@ public enum MemberPath {
      * Through the Nucleus's relay (still end-to-end encrypted).
      */
     case relayed
-}
 
+
+
+
+
+}
 
 #if compiler(>=6)
 extension MemberPath: Sendable {}
@@ -3284,20 +3097,14 @@ public func FfiConverterTypeMemberPath_lower(_ value: MemberPath) -> RustBuffer 
 }
 
 
-extension MemberPath: Equatable, Hashable {}
-
-
-
-
-
-
 
 /**
  * Errors of the tunnel API. In Kotlin this is `TunnelException`, in Swift
  * `TunnelError`, in Python `TunnelError`; each variant is its own subclass
  * or case with typed fields.
  */
-public enum TunnelError: Swift.Error {
+public 
+enum TunnelError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
 
     
     
@@ -3367,8 +3174,21 @@ public enum TunnelError: Swift.Error {
      */
     case Internal(detail: String
     )
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
 }
 
+#if compiler(>=6)
+extension TunnelError: Sendable {}
+#endif
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -3515,27 +3335,11 @@ public func FfiConverterTypeTunnelError_lower(_ value: TunnelError) -> RustBuffe
 }
 
 
-extension TunnelError: Equatable, Hashable {}
-
-
-
-
-extension TunnelError: Foundation.LocalizedError {
-    public var errorDescription: String? {
-        String(reflecting: self)
-    }
-}
-
-
-
-
-// Note that we don't yet support `indirect` for enums.
-// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
  * Something that happened in the tunnel (`Tunnel.poll_event`).
  */
 
-public enum TunnelEvent {
+public enum TunnelEvent: Equatable, Hashable {
     
     /**
      * The first handshake with the peer completed (or the first after it went down).
@@ -3614,8 +3418,12 @@ public enum TunnelEvent {
      * `leave_cluster` completed (drain `poll_transmit` to tell the Nucleus).
      */
     case clusterLeft
-}
 
+
+
+
+
+}
 
 #if compiler(>=6)
 extension TunnelEvent: Sendable {}
@@ -3770,13 +3578,6 @@ public func FfiConverterTypeTunnelEvent_lift(_ buf: RustBuffer) throws -> Tunnel
 public func FfiConverterTypeTunnelEvent_lower(_ value: TunnelEvent) -> RustBuffer {
     return FfiConverterTypeTunnelEvent.lower(value)
 }
-
-
-extension TunnelEvent: Equatable, Hashable {}
-
-
-
-
 
 
 #if swift(>=5.8)
@@ -4151,7 +3952,8 @@ fileprivate struct FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuff
  */
 public func generatePrivateKey() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_func_generate_private_key($0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_func_generate_private_key(uniffiCallStatus
     )
 })
 }
@@ -4160,8 +3962,9 @@ public func generatePrivateKey() -> String  {
  */
 public func keyFromBase64(text: String)throws  -> Data  {
     return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_func_key_from_base64(
-        FfiConverterString.lower(text),$0
+        FfiConverterString.lower(text),uniffiCallStatus
     )
 })
 }
@@ -4170,8 +3973,9 @@ public func keyFromBase64(text: String)throws  -> Data  {
  */
 public func keyToBase64(key: Data)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_func_key_to_base64(
-        FfiConverterData.lower(key),$0
+        FfiConverterData.lower(key),uniffiCallStatus
     )
 })
 }
@@ -4183,7 +3987,8 @@ public func keyToBase64(key: Data)throws  -> String  {
  */
 public func nucleusKeyQuery() -> Data  {
     return try!  FfiConverterData.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_func_nucleus_key_query($0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_func_nucleus_key_query(uniffiCallStatus
     )
 })
 }
@@ -4192,7 +3997,8 @@ public func nucleusKeyQuery() -> Data  {
  */
 public func omniVersion() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_func_omni_version($0
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_func_omni_version(uniffiCallStatus
     )
 })
 }
@@ -4202,8 +4008,9 @@ public func omniVersion() -> String  {
  */
 public func parseNucleusKeyReply(datagram: Data) -> String?  {
     return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(
-        FfiConverterData.lower(datagram),$0
+        FfiConverterData.lower(datagram),uniffiCallStatus
     )
 })
 }
@@ -4212,8 +4019,9 @@ public func parseNucleusKeyReply(datagram: Data) -> String?  {
  */
 public func parseWgQuick(text: String)throws  -> TunnelConfig  {
     return try  FfiConverterTypeTunnelConfig_lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_func_parse_wg_quick(
-        FfiConverterString.lower(text),$0
+        FfiConverterString.lower(text),uniffiCallStatus
     )
 })
 }
@@ -4222,8 +4030,20 @@ public func parseWgQuick(text: String)throws  -> TunnelConfig  {
  */
 public func publicKeyFromPrivate(privateKey: String)throws  -> String  {
     return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeTunnelError_lift) {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_func_public_key_from_private(
-        FfiConverterString.lower(privateKey),$0
+        FfiConverterString.lower(privateKey),uniffiCallStatus
+    )
+})
+}
+/**
+ * Writes a config as wg-quick text (it contains the private key).
+ */
+public func toWgQuick(config: TunnelConfig) -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_omni_ffi_fn_func_to_wg_quick(
+        FfiConverterTypeTunnelConfig_lower(config),uniffiCallStatus
     )
 })
 }
@@ -4232,21 +4052,12 @@ public func publicKeyFromPrivate(privateKey: String)throws  -> String  {
  * Android records then go to logcat).
  */
 public func setLogSink(sink: LogSink?, maxLevel: LogLevel)  {try! rustCall() {
+        uniffiCallStatus in
     uniffi_omni_ffi_fn_func_set_log_sink(
         FfiConverterOptionTypeLogSink.lower(sink),
-        FfiConverterTypeLogLevel_lower(maxLevel),$0
+        FfiConverterTypeLogLevel_lower(maxLevel),uniffiCallStatus
     )
 }
-}
-/**
- * Writes a config as wg-quick text (it contains the private key).
- */
-public func toWgQuick(config: TunnelConfig) -> String  {
-    return try!  FfiConverterString.lift(try! rustCall() {
-    uniffi_omni_ffi_fn_func_to_wg_quick(
-        FfiConverterTypeTunnelConfig_lower(config),$0
-    )
-})
 }
 
 private enum InitializationResult {
@@ -4258,139 +4069,139 @@ private enum InitializationResult {
 // the code inside is only computed once.
 private let initializationResult: InitializationResult = {
     // Get the bindings contract version from our ComponentInterface
-    let bindings_contract_version = 29
+    let bindings_contract_version = 30
     // Get the scaffolding contract version by calling the into the dylib
     let scaffolding_contract_version = ffi_omni_ffi_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_generate_private_key() != 61811) {
+    if (uniffi_omni_ffi_checksum_func_generate_private_key() != 16321) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_key_from_base64() != 52963) {
+    if (uniffi_omni_ffi_checksum_func_key_from_base64() != 9991) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_key_to_base64() != 56278) {
+    if (uniffi_omni_ffi_checksum_func_key_to_base64() != 27523) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_nucleus_key_query() != 11925) {
+    if (uniffi_omni_ffi_checksum_func_nucleus_key_query() != 59456) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_omni_version() != 21516) {
+    if (uniffi_omni_ffi_checksum_func_omni_version() != 27056) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() != 29693) {
+    if (uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() != 8082) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_parse_wg_quick() != 31676) {
+    if (uniffi_omni_ffi_checksum_func_parse_wg_quick() != 30219) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_public_key_from_private() != 6781) {
+    if (uniffi_omni_ffi_checksum_func_public_key_from_private() != 34324) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_set_log_sink() != 11814) {
+    if (uniffi_omni_ffi_checksum_func_to_wg_quick() != 31771) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_func_to_wg_quick() != 36056) {
+    if (uniffi_omni_ffi_checksum_func_set_log_sink() != 5066) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_hostclock_now_nanos() != 6248) {
+    if (uniffi_omni_ffi_checksum_method_hostclock_now_nanos() != 15540) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_logsink_log() != 24727) {
+    if (uniffi_omni_ffi_checksum_method_logsink_log() != 48295) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_add_peer() != 27303) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_add_peer() != 16004) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_cluster_status() != 21964) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_cluster_status() != 29438) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() != 10215) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() != 38527) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() != 49418) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() != 50969) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() != 15958) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() != 61508) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() != 16774) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() != 41610) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_interface_settings() != 42052) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_interface_settings() != 42438) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() != 51918) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() != 49184) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() != 14308) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() != 55534) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_now_nanos() != 3035) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_now_nanos() != 37857) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_on_network_changed() != 46712) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_on_network_changed() != 48104) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_on_sleep() != 28037) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_on_sleep() != 1388) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_on_wake() != 2999) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_on_wake() != 45252) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_packet_handle() != 14879) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_packet_handle() != 33262) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_poll_event() != 32197) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_poll_event() != 39629) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() != 32479) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() != 1858) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 42117) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 8308) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_public_key() != 62446) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_public_key() != 18370) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_remove_peer() != 39717) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_remove_peer() != 24174) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints() != 27003) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints() != 64620) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_send_ip() != 5656) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_send_ip() != 58781) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() != 59209) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() != 1320) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() != 42759) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() != 1779) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() != 5271) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() != 41539) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_stats() != 15525) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_stats() != 650) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints() != 51474) {
+    if (uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints() != 17319) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() != 40356) {
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() != 45300) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() != 48821) {
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() != 63035) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() != 10988) {
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() != 5462) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_constructor_tunnel_new() != 2539) {
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_new() != 45091) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_omni_ffi_checksum_constructor_tunnel_with_clock() != 61251) {
+    if (uniffi_omni_ffi_checksum_constructor_tunnel_with_clock() != 19785) {
         return InitializationResult.apiChecksumMismatch
     }
 

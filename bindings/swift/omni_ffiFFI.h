@@ -50,9 +50,9 @@ typedef void (*UniffiRustFutureContinuationCallback)(uint64_t, int8_t
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_FREE
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_FREE
-typedef void (*UniffiForeignFutureFree)(uint64_t
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_DROPPED_CALLBACK
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_DROPPED_CALLBACK
+typedef void (*UniffiForeignFutureDroppedCallback)(uint64_t
     );
 
 #endif
@@ -62,192 +62,184 @@ typedef void (*UniffiCallbackInterfaceFree)(uint64_t
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE
-typedef struct UniffiForeignFuture {
-    uint64_t handle;
-    UniffiForeignFutureFree _Nonnull free;
-} UniffiForeignFuture;
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CLONE
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CLONE
+typedef uint64_t (*UniffiCallbackInterfaceClone)(uint64_t
+    );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U8
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U8
-typedef struct UniffiForeignFutureStructU8 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_DROPPED_CALLBACK_STRUCT
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_DROPPED_CALLBACK_STRUCT
+typedef struct UniffiForeignFutureDroppedCallbackStruct {
+    uint64_t handle;
+    UniffiForeignFutureDroppedCallback _Nonnull free;
+} UniffiForeignFutureDroppedCallbackStruct;
+
+#endif
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U8
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U8
+typedef struct UniffiForeignFutureResultU8 {
     uint8_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructU8;
+} UniffiForeignFutureResultU8;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U8
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U8
-typedef void (*UniffiForeignFutureCompleteU8)(uint64_t, UniffiForeignFutureStructU8
+typedef void (*UniffiForeignFutureCompleteU8)(uint64_t, UniffiForeignFutureResultU8
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I8
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I8
-typedef struct UniffiForeignFutureStructI8 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I8
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I8
+typedef struct UniffiForeignFutureResultI8 {
     int8_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructI8;
+} UniffiForeignFutureResultI8;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I8
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I8
-typedef void (*UniffiForeignFutureCompleteI8)(uint64_t, UniffiForeignFutureStructI8
+typedef void (*UniffiForeignFutureCompleteI8)(uint64_t, UniffiForeignFutureResultI8
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U16
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U16
-typedef struct UniffiForeignFutureStructU16 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U16
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U16
+typedef struct UniffiForeignFutureResultU16 {
     uint16_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructU16;
+} UniffiForeignFutureResultU16;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U16
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U16
-typedef void (*UniffiForeignFutureCompleteU16)(uint64_t, UniffiForeignFutureStructU16
+typedef void (*UniffiForeignFutureCompleteU16)(uint64_t, UniffiForeignFutureResultU16
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I16
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I16
-typedef struct UniffiForeignFutureStructI16 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I16
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I16
+typedef struct UniffiForeignFutureResultI16 {
     int16_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructI16;
+} UniffiForeignFutureResultI16;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I16
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I16
-typedef void (*UniffiForeignFutureCompleteI16)(uint64_t, UniffiForeignFutureStructI16
+typedef void (*UniffiForeignFutureCompleteI16)(uint64_t, UniffiForeignFutureResultI16
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U32
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U32
-typedef struct UniffiForeignFutureStructU32 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U32
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U32
+typedef struct UniffiForeignFutureResultU32 {
     uint32_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructU32;
+} UniffiForeignFutureResultU32;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U32
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U32
-typedef void (*UniffiForeignFutureCompleteU32)(uint64_t, UniffiForeignFutureStructU32
+typedef void (*UniffiForeignFutureCompleteU32)(uint64_t, UniffiForeignFutureResultU32
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I32
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I32
-typedef struct UniffiForeignFutureStructI32 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I32
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I32
+typedef struct UniffiForeignFutureResultI32 {
     int32_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructI32;
+} UniffiForeignFutureResultI32;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I32
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I32
-typedef void (*UniffiForeignFutureCompleteI32)(uint64_t, UniffiForeignFutureStructI32
+typedef void (*UniffiForeignFutureCompleteI32)(uint64_t, UniffiForeignFutureResultI32
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U64
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_U64
-typedef struct UniffiForeignFutureStructU64 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U64
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_U64
+typedef struct UniffiForeignFutureResultU64 {
     uint64_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructU64;
+} UniffiForeignFutureResultU64;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U64
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_U64
-typedef void (*UniffiForeignFutureCompleteU64)(uint64_t, UniffiForeignFutureStructU64
+typedef void (*UniffiForeignFutureCompleteU64)(uint64_t, UniffiForeignFutureResultU64
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I64
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_I64
-typedef struct UniffiForeignFutureStructI64 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I64
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_I64
+typedef struct UniffiForeignFutureResultI64 {
     int64_t returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructI64;
+} UniffiForeignFutureResultI64;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I64
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_I64
-typedef void (*UniffiForeignFutureCompleteI64)(uint64_t, UniffiForeignFutureStructI64
+typedef void (*UniffiForeignFutureCompleteI64)(uint64_t, UniffiForeignFutureResultI64
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_F32
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_F32
-typedef struct UniffiForeignFutureStructF32 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_F32
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_F32
+typedef struct UniffiForeignFutureResultF32 {
     float returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructF32;
+} UniffiForeignFutureResultF32;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_F32
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_F32
-typedef void (*UniffiForeignFutureCompleteF32)(uint64_t, UniffiForeignFutureStructF32
+typedef void (*UniffiForeignFutureCompleteF32)(uint64_t, UniffiForeignFutureResultF32
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_F64
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_F64
-typedef struct UniffiForeignFutureStructF64 {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_F64
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_F64
+typedef struct UniffiForeignFutureResultF64 {
     double returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructF64;
+} UniffiForeignFutureResultF64;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_F64
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_F64
-typedef void (*UniffiForeignFutureCompleteF64)(uint64_t, UniffiForeignFutureStructF64
+typedef void (*UniffiForeignFutureCompleteF64)(uint64_t, UniffiForeignFutureResultF64
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_POINTER
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_POINTER
-typedef struct UniffiForeignFutureStructPointer {
-    void*_Nonnull returnValue;
-    RustCallStatus callStatus;
-} UniffiForeignFutureStructPointer;
-
-#endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_POINTER
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_POINTER
-typedef void (*UniffiForeignFutureCompletePointer)(uint64_t, UniffiForeignFutureStructPointer
-    );
-
-#endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_RUST_BUFFER
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_RUST_BUFFER
-typedef struct UniffiForeignFutureStructRustBuffer {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_RUST_BUFFER
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_RUST_BUFFER
+typedef struct UniffiForeignFutureResultRustBuffer {
     RustBuffer returnValue;
     RustCallStatus callStatus;
-} UniffiForeignFutureStructRustBuffer;
+} UniffiForeignFutureResultRustBuffer;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_RUST_BUFFER
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_RUST_BUFFER
-typedef void (*UniffiForeignFutureCompleteRustBuffer)(uint64_t, UniffiForeignFutureStructRustBuffer
+typedef void (*UniffiForeignFutureCompleteRustBuffer)(uint64_t, UniffiForeignFutureResultRustBuffer
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_VOID
-#define UNIFFI_FFIDEF_FOREIGN_FUTURE_STRUCT_VOID
-typedef struct UniffiForeignFutureStructVoid {
+#ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_VOID
+#define UNIFFI_FFIDEF_FOREIGN_FUTURE_RESULT_VOID
+typedef struct UniffiForeignFutureResultVoid {
     RustCallStatus callStatus;
-} UniffiForeignFutureStructVoid;
+} UniffiForeignFutureResultVoid;
 
 #endif
 #ifndef UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_VOID
 #define UNIFFI_FFIDEF_FOREIGN_FUTURE_COMPLETE_VOID
-typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureStructVoid
+typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureResultVoid
     );
 
 #endif
@@ -268,27 +260,29 @@ typedef void (*UniffiCallbackInterfaceLogSinkMethod0)(uint64_t, RustBuffer, Rust
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_HOST_CLOCK
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_HOST_CLOCK
 typedef struct UniffiVTableCallbackInterfaceHostClock {
-    UniffiCallbackInterfaceHostClockMethod0 _Nonnull nowNanos;
     UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceHostClockMethod0 _Nonnull nowNanos;
 } UniffiVTableCallbackInterfaceHostClock;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_SINK
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LOG_SINK
 typedef struct UniffiVTableCallbackInterfaceLogSink {
-    UniffiCallbackInterfaceLogSinkMethod0 _Nonnull log;
     UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceLogSinkMethod0 _Nonnull log;
 } UniffiVTableCallbackInterfaceLogSink;
 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CLONE_HOSTCLOCK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CLONE_HOSTCLOCK
-void*_Nonnull uniffi_omni_ffi_fn_clone_hostclock(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_clone_hostclock(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FREE_HOSTCLOCK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FREE_HOSTCLOCK
-void uniffi_omni_ffi_fn_free_hostclock(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_free_hostclock(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_INIT_CALLBACK_VTABLE_HOSTCLOCK
@@ -298,17 +292,17 @@ void uniffi_omni_ffi_fn_init_callback_vtable_hostclock(const UniffiVTableCallbac
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_HOSTCLOCK_NOW_NANOS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_HOSTCLOCK_NOW_NANOS
-uint64_t uniffi_omni_ffi_fn_method_hostclock_now_nanos(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_method_hostclock_now_nanos(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CLONE_LOGSINK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CLONE_LOGSINK
-void*_Nonnull uniffi_omni_ffi_fn_clone_logsink(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_clone_logsink(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FREE_LOGSINK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FREE_LOGSINK
-void uniffi_omni_ffi_fn_free_logsink(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_free_logsink(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_INIT_CALLBACK_VTABLE_LOGSINK
@@ -318,172 +312,172 @@ void uniffi_omni_ffi_fn_init_callback_vtable_logsink(const UniffiVTableCallbackI
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_LOGSINK_LOG
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_LOGSINK_LOG
-void uniffi_omni_ffi_fn_method_logsink_log(void*_Nonnull ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_logsink_log(uint64_t ptr, RustBuffer level, RustBuffer target, RustBuffer message, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CLONE_TUNNEL
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CLONE_TUNNEL
-void*_Nonnull uniffi_omni_ffi_fn_clone_tunnel(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_clone_tunnel(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FREE_TUNNEL
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FREE_TUNNEL
-void uniffi_omni_ffi_fn_free_tunnel(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_free_tunnel(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_FROM_WG_QUICK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_FROM_WG_QUICK
-void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(RustBuffer text, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER
-void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(RustBuffer config, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(RustBuffer config, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER_WITH_CLOCK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_JOIN_CLUSTER_WITH_CLOCK
-void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(RustBuffer config, void*_Nonnull clock, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(RustBuffer config, uint64_t clock, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_NEW
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_NEW
-void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_new(RustBuffer config, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_constructor_tunnel_new(RustBuffer config, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_WITH_CLOCK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_CONSTRUCTOR_TUNNEL_WITH_CLOCK
-void*_Nonnull uniffi_omni_ffi_fn_constructor_tunnel_with_clock(RustBuffer config, void*_Nonnull clock, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_constructor_tunnel_with_clock(RustBuffer config, uint64_t clock, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ADD_PEER
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ADD_PEER
-void uniffi_omni_ffi_fn_method_tunnel_add_peer(void*_Nonnull ptr, RustBuffer peer, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_add_peer(uint64_t ptr, RustBuffer peer, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_CLUSTER_STATUS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_CLUSTER_STATUS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_cluster_status(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_cluster_status(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_DRAIN_TRANSMITS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_DRAIN_TRANSMITS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_drain_transmits(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_drain_transmits(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_DATAGRAM
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_DATAGRAM
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_handle_datagram(void*_Nonnull ptr, RustBuffer from, RustBuffer datagram, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_handle_datagram(uint64_t ptr, RustBuffer from, RustBuffer datagram, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_DATAGRAM_BATCH
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_DATAGRAM_BATCH
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(void*_Nonnull ptr, RustBuffer datagrams, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(uint64_t ptr, RustBuffer datagrams, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_TIMEOUT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_HANDLE_TIMEOUT
-void uniffi_omni_ffi_fn_method_tunnel_handle_timeout(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_handle_timeout(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_INTERFACE_SETTINGS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_INTERFACE_SETTINGS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_interface_settings(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_interface_settings(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_LEAVE_CLUSTER
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_LEAVE_CLUSTER
-void uniffi_omni_ffi_fn_method_tunnel_leave_cluster(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_leave_cluster(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_NEXT_TIMEOUT_MILLIS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_NEXT_TIMEOUT_MILLIS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_NOW_NANOS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_NOW_NANOS
-uint64_t uniffi_omni_ffi_fn_method_tunnel_now_nanos(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_method_tunnel_now_nanos(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ON_NETWORK_CHANGED
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ON_NETWORK_CHANGED
-void uniffi_omni_ffi_fn_method_tunnel_on_network_changed(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_on_network_changed(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ON_SLEEP
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ON_SLEEP
-void uniffi_omni_ffi_fn_method_tunnel_on_sleep(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_on_sleep(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ON_WAKE
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_ON_WAKE
-void uniffi_omni_ffi_fn_method_tunnel_on_wake(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_on_wake(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_PACKET_HANDLE
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_PACKET_HANDLE
-uint64_t uniffi_omni_ffi_fn_method_tunnel_packet_handle(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_omni_ffi_fn_method_tunnel_packet_handle(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_POLL_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_POLL_EVENT
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_poll_event(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_poll_event(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_POLL_TIMEOUT_NANOS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_POLL_TIMEOUT_NANOS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_POLL_TRANSMIT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_POLL_TRANSMIT
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_poll_transmit(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_poll_transmit(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_PUBLIC_KEY
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_PUBLIC_KEY
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_public_key(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_public_key(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_REMOVE_PEER
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_REMOVE_PEER
-void uniffi_omni_ffi_fn_method_tunnel_remove_peer(void*_Nonnull ptr, RustBuffer public_key, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_remove_peer(uint64_t ptr, RustBuffer public_key, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_RESOLVE_ENDPOINTS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_RESOLVE_ENDPOINTS
-uint32_t uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+uint32_t uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SEND_IP
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SEND_IP
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_send_ip(void*_Nonnull ptr, RustBuffer packet, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_send_ip(uint64_t ptr, RustBuffer packet, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SEND_IP_BATCH
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SEND_IP_BATCH
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(void*_Nonnull ptr, RustBuffer packets, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(uint64_t ptr, RustBuffer packets, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_LOCAL_ENDPOINTS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_LOCAL_ENDPOINTS
-void uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(void*_Nonnull ptr, RustBuffer endpoints, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(uint64_t ptr, RustBuffer endpoints, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_PEER_ENDPOINT
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_SET_PEER_ENDPOINT
-void uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(void*_Nonnull ptr, RustBuffer public_key, RustBuffer endpoint, RustCallStatus *_Nonnull out_status
+void uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(uint64_t ptr, RustBuffer public_key, RustBuffer endpoint, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_STATS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_STATS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_stats(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_stats(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_UNRESOLVED_ENDPOINTS
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_METHOD_TUNNEL_UNRESOLVED_ENDPOINTS
-RustBuffer uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_GENERATE_PRIVATE_KEY
@@ -529,14 +523,14 @@ RustBuffer uniffi_omni_ffi_fn_func_parse_wg_quick(RustBuffer text, RustCallStatu
 RustBuffer uniffi_omni_ffi_fn_func_public_key_from_private(RustBuffer private_key, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_SET_LOG_SINK
-#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_SET_LOG_SINK
-void uniffi_omni_ffi_fn_func_set_log_sink(RustBuffer sink, RustBuffer max_level, RustCallStatus *_Nonnull out_status
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_TO_WG_QUICK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_TO_WG_QUICK
 RustBuffer uniffi_omni_ffi_fn_func_to_wg_quick(RustBuffer config, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_SET_LOG_SINK
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_FN_FUNC_SET_LOG_SINK
+void uniffi_omni_ffi_fn_func_set_log_sink(RustBuffer sink, RustBuffer max_level, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_OMNI_FFI_RUSTBUFFER_ALLOC
@@ -759,26 +753,6 @@ void ffi_omni_ffi_rust_future_free_f64(uint64_t handle
 double ffi_omni_ffi_rust_future_complete_f64(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_POLL_POINTER
-#define UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_POLL_POINTER
-void ffi_omni_ffi_rust_future_poll_pointer(uint64_t handle, UniffiRustFutureContinuationCallback _Nonnull callback, uint64_t callback_data
-);
-#endif
-#ifndef UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_CANCEL_POINTER
-#define UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_CANCEL_POINTER
-void ffi_omni_ffi_rust_future_cancel_pointer(uint64_t handle
-);
-#endif
-#ifndef UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_FREE_POINTER
-#define UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_FREE_POINTER
-void ffi_omni_ffi_rust_future_free_pointer(uint64_t handle
-);
-#endif
-#ifndef UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_COMPLETE_POINTER
-#define UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_COMPLETE_POINTER
-void*_Nonnull ffi_omni_ffi_rust_future_complete_pointer(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
 #ifndef UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_POLL_RUST_BUFFER
 #define UNIFFI_FFIDEF_FFI_OMNI_FFI_RUST_FUTURE_POLL_RUST_BUFFER
 void ffi_omni_ffi_rust_future_poll_rust_buffer(uint64_t handle, UniffiRustFutureContinuationCallback _Nonnull callback, uint64_t callback_data
@@ -867,15 +841,15 @@ uint16_t uniffi_omni_ffi_checksum_func_public_key_from_private(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_SET_LOG_SINK
-#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_SET_LOG_SINK
-uint16_t uniffi_omni_ffi_checksum_func_set_log_sink(void
-    
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_TO_WG_QUICK
 #define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_TO_WG_QUICK
 uint16_t uniffi_omni_ffi_checksum_func_to_wg_quick(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_SET_LOG_SINK
+#define UNIFFI_FFIDEF_UNIFFI_OMNI_FFI_CHECKSUM_FUNC_SET_LOG_SINK
+uint16_t uniffi_omni_ffi_checksum_func_set_log_sink(void
     
 );
 #endif

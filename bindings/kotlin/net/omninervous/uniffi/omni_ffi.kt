@@ -59,7 +59,7 @@ open class RustBuffer : Structure() {
     companion object {
         internal fun alloc(size: ULong = 0UL) = uniffiRustCall() { status ->
             // Note: need to convert the size to a `Long` value to make this work with JVM.
-            UniffiLib.INSTANCE.ffi_omni_ffi_rustbuffer_alloc(size.toLong(), status)
+            UniffiLib.ffi_omni_ffi_rustbuffer_alloc(size.toLong(), status)
         }.also {
             if(it.data == null) {
                throw RuntimeException("RustBuffer.alloc() returned null data pointer (size=${size})")
@@ -75,49 +75,15 @@ open class RustBuffer : Structure() {
         }
 
         internal fun free(buf: RustBuffer.ByValue) = uniffiRustCall() { status ->
-            UniffiLib.INSTANCE.ffi_omni_ffi_rustbuffer_free(buf, status)
+            UniffiLib.ffi_omni_ffi_rustbuffer_free(buf, status)
         }
     }
 
     @Suppress("TooGenericExceptionThrown")
     fun asByteBuffer() =
-        this.data?.getByteBuffer(0, this.len.toLong())?.also {
+        this.data?.getByteBuffer(0, this.len)?.also {
             it.order(ByteOrder.BIG_ENDIAN)
         }
-}
-
-/**
- * The equivalent of the `*mut RustBuffer` type.
- * Required for callbacks taking in an out pointer.
- *
- * Size is the sum of all values in the struct.
- *
- * @suppress
- */
-class RustBufferByReference : ByReference(16) {
-    /**
-     * Set the pointed-to `RustBuffer` to the given value.
-     */
-    fun setValue(value: RustBuffer.ByValue) {
-        // NOTE: The offsets are as they are in the C-like struct.
-        val pointer = getPointer()
-        pointer.setLong(0, value.capacity)
-        pointer.setLong(8, value.len)
-        pointer.setPointer(16, value.data)
-    }
-
-    /**
-     * Get a `RustBuffer.ByValue` from this reference.
-     */
-    fun getValue(): RustBuffer.ByValue {
-        val pointer = getPointer()
-        val value = RustBuffer.ByValue()
-        value.writeField("capacity", pointer.getLong(0))
-        value.writeField("len", pointer.getLong(8))
-        value.writeField("data", pointer.getLong(16))
-
-        return value
-    }
 }
 
 // This is a helper for safely passing byte references into the rust code.
@@ -132,6 +98,43 @@ internal open class ForeignBytes : Structure() {
     @JvmField var data: Pointer? = null
 
     class ByValue : ForeignBytes(), Structure.ByValue
+}
+
+// Converter for `&[u8]` / `[ByRef] bytes` arguments.
+//
+// Only `lower` is valid — zero-copy byte buffers only flow foreign -> Rust,
+// and only in argument position. `lift`, `read`, `write`, and
+// `allocationSize` have no sound implementation here and all panic at
+// runtime. The `FfiConverter` interface is implemented so that the
+// compiler enforces the full method set (rather than relying on eyeball).
+//
+// The provided `ByteBuffer` MUST be direct — only direct buffers have a
+// stable native address that JNA can expose via `getDirectBufferPointer`.
+// The returned `ForeignBytes.ByValue` is only valid for the duration of
+// the FFI call; the Rust side treats it as a borrow.
+internal object FfiConverterByRefBytes : FfiConverter<java.nio.ByteBuffer, ForeignBytes.ByValue> {
+    override fun lower(value: java.nio.ByteBuffer): ForeignBytes.ByValue {
+        require(value.isDirect) { "UniFFI zero-copy &[u8] requires a direct ByteBuffer. Use ByteBuffer.allocateDirect()." }
+        val remaining = value.remaining()
+        val fb = ForeignBytes.ByValue()
+        fb.len = remaining
+        // Zero-length direct buffers: skip getDirectBufferPointer (platform-variable behavior)
+        // and pass null. The Rust side treats (null, 0) as &[].
+        fb.data = if (remaining == 0) null else com.sun.jna.Native.getDirectBufferPointer(value)
+        return fb
+    }
+
+    override fun lift(value: ForeignBytes.ByValue): java.nio.ByteBuffer =
+        error("ByRef bytes cannot be lifted: zero-copy &[u8] only flows foreign->Rust")
+
+    override fun read(buf: java.nio.ByteBuffer): java.nio.ByteBuffer =
+        error("ByRef bytes cannot be read from a buffer: zero-copy &[u8] is only supported in argument position, not nested in records/options/etc.")
+
+    override fun write(value: java.nio.ByteBuffer, buf: java.nio.ByteBuffer): Unit =
+        error("ByRef bytes cannot be written to a buffer: zero-copy &[u8] is only supported in argument position, not nested in records/options/etc.")
+
+    override fun allocationSize(value: java.nio.ByteBuffer): ULong =
+        error("ByRef bytes have no RustBuffer allocation size: zero-copy &[u8] is only supported in argument position, not nested in records/options/etc.")
 }
 /**
  * The FfiConverter interface handles converter types to and from the FFI
@@ -316,8 +319,9 @@ internal inline fun<T> uniffiTraitInterfaceCall(
     try {
         writeReturn(makeCall())
     } catch(e: kotlin.Exception) {
+        val err = try { e.stackTraceToString() } catch(_: Throwable) { "" }
         callStatus.code = UNIFFI_CALL_UNEXPECTED_ERROR
-        callStatus.error_buf = FfiConverterString.lower(e.toString())
+        callStatus.error_buf = FfiConverterString.lower(err)
     }
 }
 
@@ -334,26 +338,39 @@ internal inline fun<T, reified E: Throwable> uniffiTraitInterfaceCallWithError(
             callStatus.code = UNIFFI_CALL_ERROR
             callStatus.error_buf = lowerError(e)
         } else {
+            val err = try { e.stackTraceToString() } catch(_: Throwable) { "" }
             callStatus.code = UNIFFI_CALL_UNEXPECTED_ERROR
-            callStatus.error_buf = FfiConverterString.lower(e.toString())
+            callStatus.error_buf = FfiConverterString.lower(err)
         }
     }
 }
+// Initial value and increment amount for handles. 
+// These ensure that Kotlin-generated handles always have the lowest bit set
+private const val UNIFFI_HANDLEMAP_INITIAL = 1.toLong()
+private const val UNIFFI_HANDLEMAP_DELTA = 2.toLong()
+
 // Map handles to objects
 //
 // This is used pass an opaque 64-bit handle representing a foreign object to the Rust code.
 internal class UniffiHandleMap<T: Any> {
     private val map = ConcurrentHashMap<Long, T>()
-    private val counter = java.util.concurrent.atomic.AtomicLong(0)
+    // Start 
+    private val counter = java.util.concurrent.atomic.AtomicLong(UNIFFI_HANDLEMAP_INITIAL)
 
     val size: Int
         get() = map.size
 
     // Insert a new object into the handle map and get a handle for it
     fun insert(obj: T): Long {
-        val handle = counter.getAndAdd(1)
+        val handle = counter.getAndAdd(UNIFFI_HANDLEMAP_DELTA)
         map.put(handle, obj)
         return handle
+    }
+
+    // Clone a handle, creating a new one
+    fun clone(handle: Long): Long {
+        val obj = map.get(handle) ?: throw InternalException("UniffiHandleMap.clone: Invalid handle")
+        return insert(obj)
     }
 
     // Get an object from the handle map
@@ -378,281 +395,260 @@ private fun findLibraryName(componentName: String): String {
     return "omni_ffi"
 }
 
-private inline fun <reified Lib : Library> loadIndirect(
-    componentName: String
-): Lib {
-    return Native.load<Lib>(findLibraryName(componentName), Lib::class.java)
-}
-
 // Define FFI callback types
 internal interface UniffiRustFutureContinuationCallback : com.sun.jna.Callback {
     fun callback(`data`: Long,`pollResult`: Byte,)
 }
-internal interface UniffiForeignFutureFree : com.sun.jna.Callback {
+internal interface UniffiForeignFutureDroppedCallback : com.sun.jna.Callback {
     fun callback(`handle`: Long,)
 }
 internal interface UniffiCallbackInterfaceFree : com.sun.jna.Callback {
     fun callback(`handle`: Long,)
 }
+internal interface UniffiCallbackInterfaceClone : com.sun.jna.Callback {
+    fun callback(`handle`: Long,)
+    : Long
+}
 @Structure.FieldOrder("handle", "free")
-internal open class UniffiForeignFuture(
+internal open class UniffiForeignFutureDroppedCallbackStruct(
     @JvmField internal var `handle`: Long = 0.toLong(),
-    @JvmField internal var `free`: UniffiForeignFutureFree? = null,
+    @JvmField internal var `free`: UniffiForeignFutureDroppedCallback? = null,
 ) : Structure() {
     class UniffiByValue(
         `handle`: Long = 0.toLong(),
-        `free`: UniffiForeignFutureFree? = null,
-    ): UniffiForeignFuture(`handle`,`free`,), Structure.ByValue
+        `free`: UniffiForeignFutureDroppedCallback? = null,
+    ): UniffiForeignFutureDroppedCallbackStruct(`handle`,`free`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFuture) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureDroppedCallbackStruct) {
         `handle` = other.`handle`
         `free` = other.`free`
     }
 
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructU8(
+internal open class UniffiForeignFutureResultU8(
     @JvmField internal var `returnValue`: Byte = 0.toByte(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Byte = 0.toByte(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructU8(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultU8(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructU8) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultU8) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteU8 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructU8.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultU8.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructI8(
+internal open class UniffiForeignFutureResultI8(
     @JvmField internal var `returnValue`: Byte = 0.toByte(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Byte = 0.toByte(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructI8(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultI8(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructI8) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultI8) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteI8 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructI8.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultI8.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructU16(
+internal open class UniffiForeignFutureResultU16(
     @JvmField internal var `returnValue`: Short = 0.toShort(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Short = 0.toShort(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructU16(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultU16(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructU16) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultU16) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteU16 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructU16.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultU16.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructI16(
+internal open class UniffiForeignFutureResultI16(
     @JvmField internal var `returnValue`: Short = 0.toShort(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Short = 0.toShort(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructI16(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultI16(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructI16) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultI16) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteI16 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructI16.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultI16.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructU32(
+internal open class UniffiForeignFutureResultU32(
     @JvmField internal var `returnValue`: Int = 0,
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Int = 0,
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructU32(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultU32(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructU32) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultU32) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteU32 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructU32.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultU32.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructI32(
+internal open class UniffiForeignFutureResultI32(
     @JvmField internal var `returnValue`: Int = 0,
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Int = 0,
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructI32(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultI32(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructI32) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultI32) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteI32 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructI32.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultI32.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructU64(
+internal open class UniffiForeignFutureResultU64(
     @JvmField internal var `returnValue`: Long = 0.toLong(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Long = 0.toLong(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructU64(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultU64(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructU64) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultU64) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteU64 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructU64.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultU64.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructI64(
+internal open class UniffiForeignFutureResultI64(
     @JvmField internal var `returnValue`: Long = 0.toLong(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Long = 0.toLong(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructI64(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultI64(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructI64) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultI64) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteI64 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructI64.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultI64.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructF32(
+internal open class UniffiForeignFutureResultF32(
     @JvmField internal var `returnValue`: Float = 0.0f,
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Float = 0.0f,
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructF32(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultF32(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructF32) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultF32) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteF32 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructF32.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultF32.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructF64(
+internal open class UniffiForeignFutureResultF64(
     @JvmField internal var `returnValue`: Double = 0.0,
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: Double = 0.0,
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructF64(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultF64(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructF64) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultF64) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteF64 : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructF64.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultF64.UniffiByValue,)
 }
 @Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructPointer(
-    @JvmField internal var `returnValue`: Pointer = Pointer.NULL,
-    @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-) : Structure() {
-    class UniffiByValue(
-        `returnValue`: Pointer = Pointer.NULL,
-        `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructPointer(`returnValue`,`callStatus`,), Structure.ByValue
-
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructPointer) {
-        `returnValue` = other.`returnValue`
-        `callStatus` = other.`callStatus`
-    }
-
-}
-internal interface UniffiForeignFutureCompletePointer : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructPointer.UniffiByValue,)
-}
-@Structure.FieldOrder("returnValue", "callStatus")
-internal open class UniffiForeignFutureStructRustBuffer(
+internal open class UniffiForeignFutureResultRustBuffer(
     @JvmField internal var `returnValue`: RustBuffer.ByValue = RustBuffer.ByValue(),
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `returnValue`: RustBuffer.ByValue = RustBuffer.ByValue(),
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructRustBuffer(`returnValue`,`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultRustBuffer(`returnValue`,`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructRustBuffer) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultRustBuffer) {
         `returnValue` = other.`returnValue`
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteRustBuffer : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructRustBuffer.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultRustBuffer.UniffiByValue,)
 }
 @Structure.FieldOrder("callStatus")
-internal open class UniffiForeignFutureStructVoid(
+internal open class UniffiForeignFutureResultVoid(
     @JvmField internal var `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
 ) : Structure() {
     class UniffiByValue(
         `callStatus`: UniffiRustCallStatus.ByValue = UniffiRustCallStatus.ByValue(),
-    ): UniffiForeignFutureStructVoid(`callStatus`,), Structure.ByValue
+    ): UniffiForeignFutureResultVoid(`callStatus`,), Structure.ByValue
 
-   internal fun uniffiSetValue(other: UniffiForeignFutureStructVoid) {
+   internal fun uniffiSetValue(other: UniffiForeignFutureResultVoid) {
         `callStatus` = other.`callStatus`
     }
 
 }
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
-    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructVoid.UniffiByValue,)
+    fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceHostClockMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: LongByReference,uniffiCallStatus: UniffiRustCallStatus,)
@@ -660,562 +656,390 @@ internal interface UniffiCallbackInterfaceHostClockMethod0 : com.sun.jna.Callbac
 internal interface UniffiCallbackInterfaceLogSinkMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
-@Structure.FieldOrder("nowNanos", "uniffiFree")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "nowNanos")
 internal open class UniffiVTableCallbackInterfaceHostClock(
-    @JvmField internal var `nowNanos`: UniffiCallbackInterfaceHostClockMethod0? = null,
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `nowNanos`: UniffiCallbackInterfaceHostClockMethod0? = null,
 ) : Structure() {
     class UniffiByValue(
-        `nowNanos`: UniffiCallbackInterfaceHostClockMethod0? = null,
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-    ): UniffiVTableCallbackInterfaceHostClock(`nowNanos`,`uniffiFree`,), Structure.ByValue
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `nowNanos`: UniffiCallbackInterfaceHostClockMethod0? = null,
+    ): UniffiVTableCallbackInterfaceHostClock(`uniffiFree`,`uniffiClone`,`nowNanos`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceHostClock) {
-        `nowNanos` = other.`nowNanos`
         `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `nowNanos` = other.`nowNanos`
     }
 
 }
-@Structure.FieldOrder("log", "uniffiFree")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "log")
 internal open class UniffiVTableCallbackInterfaceLogSink(
-    @JvmField internal var `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
 ) : Structure() {
     class UniffiByValue(
-        `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-    ): UniffiVTableCallbackInterfaceLogSink(`log`,`uniffiFree`,), Structure.ByValue
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `log`: UniffiCallbackInterfaceLogSinkMethod0? = null,
+    ): UniffiVTableCallbackInterfaceLogSink(`uniffiFree`,`uniffiClone`,`log`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceLogSink) {
-        `log` = other.`log`
         `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `log` = other.`log`
     }
-
-}
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-// For large crates we prevent `MethodTooLargeException` (see #2340)
-// N.B. the name of the extension is very misleading, since it is 
-// rather `InterfaceTooLargeException`, caused by too many methods 
-// in the interface for large crates.
-//
-// By splitting the otherwise huge interface into two parts
-// * UniffiLib 
-// * IntegrityCheckingUniffiLib (this)
-// we allow for ~2x as many methods in the UniffiLib interface.
-// 
-// The `ffi_uniffi_contract_version` method and all checksum methods are put 
-// into `IntegrityCheckingUniffiLib` and these methods are called only once,
-// when the library is loaded.
-internal interface IntegrityCheckingUniffiLib : Library {
-    // Integrity check functions only
-    fun uniffi_omni_ffi_checksum_func_generate_private_key(
-): Short
-fun uniffi_omni_ffi_checksum_func_key_from_base64(
-): Short
-fun uniffi_omni_ffi_checksum_func_key_to_base64(
-): Short
-fun uniffi_omni_ffi_checksum_func_nucleus_key_query(
-): Short
-fun uniffi_omni_ffi_checksum_func_omni_version(
-): Short
-fun uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply(
-): Short
-fun uniffi_omni_ffi_checksum_func_parse_wg_quick(
-): Short
-fun uniffi_omni_ffi_checksum_func_public_key_from_private(
-): Short
-fun uniffi_omni_ffi_checksum_func_set_log_sink(
-): Short
-fun uniffi_omni_ffi_checksum_func_to_wg_quick(
-): Short
-fun uniffi_omni_ffi_checksum_method_hostclock_now_nanos(
-): Short
-fun uniffi_omni_ffi_checksum_method_logsink_log(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_add_peer(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_cluster_status(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_drain_transmits(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_handle_datagram(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_handle_timeout(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_interface_settings(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_leave_cluster(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_now_nanos(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_on_network_changed(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_on_sleep(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_on_wake(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_packet_handle(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_poll_event(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_poll_transmit(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_public_key(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_remove_peer(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_send_ip(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_stats(
-): Short
-fun uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints(
-): Short
-fun uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick(
-): Short
-fun uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster(
-): Short
-fun uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock(
-): Short
-fun uniffi_omni_ffi_checksum_constructor_tunnel_new(
-): Short
-fun uniffi_omni_ffi_checksum_constructor_tunnel_with_clock(
-): Short
-fun ffi_omni_ffi_uniffi_contract_version(
-): Int
 
 }
 
 // A JNA Library to expose the extern-C FFI definitions.
 // This is an implementation detail which will be called internally by the public API.
-internal interface UniffiLib : Library {
-    companion object {
-        internal val INSTANCE: UniffiLib by lazy {
-            val componentName = "omni_ffi"
-            // For large crates we prevent `MethodTooLargeException` (see #2340)
-            // N.B. the name of the extension is very misleading, since it is 
-            // rather `InterfaceTooLargeException`, caused by too many methods 
-            // in the interface for large crates.
-            //
-            // By splitting the otherwise huge interface into two parts
-            // * UniffiLib (this)
-            // * IntegrityCheckingUniffiLib
-            // And all checksum methods are put into `IntegrityCheckingUniffiLib`
-            // we allow for ~2x as many methods in the UniffiLib interface.
-            // 
-            // Thus we first load the library with `loadIndirect` as `IntegrityCheckingUniffiLib`
-            // so that we can (optionally!) call `uniffiCheckApiChecksums`...
-            loadIndirect<IntegrityCheckingUniffiLib>(componentName)
-                .also { lib: IntegrityCheckingUniffiLib ->
-                    uniffiCheckContractApiVersion(lib)
-                    uniffiCheckApiChecksums(lib)
-                }
-            // ... and then we load the library as `UniffiLib`
-            // N.B. we cannot use `loadIndirect` once and then try to cast it to `UniffiLib`
-            // => results in `java.lang.ClassCastException: com.sun.proxy.$Proxy cannot be cast to ...`
-            // error. So we must call `loadIndirect` twice. For crates large enough
-            // to trigger this issue, the performance impact is negligible, running on
-            // a macOS M1 machine the `loadIndirect` call takes ~50ms.
-            val lib = loadIndirect<UniffiLib>(componentName)
-            // No need to check the contract version and checksums, since 
-            // we already did that with `IntegrityCheckingUniffiLib` above.
-            uniffiCallbackInterfaceHostClock.register(lib)
-            uniffiCallbackInterfaceLogSink.register(lib)
-            // Loading of library with integrity check done.
-            lib
-        }
-        
-        // The Cleaner for the whole library
-        internal val CLEANER: UniffiCleaner by lazy {
-            UniffiCleaner.create()
-        }
+
+// For large crates we prevent `MethodTooLargeException` (see #2340)
+// N.B. the name of the extension is very misleading, since it is
+// rather `InterfaceTooLargeException`, caused by too many methods
+// in the interface for large crates.
+//
+// By splitting the otherwise huge interface into two parts
+// * UniffiLib (this)
+// * IntegrityCheckingUniffiLib
+// And all checksum methods are put into `IntegrityCheckingUniffiLib`
+// we allow for ~2x as many methods in the UniffiLib interface.
+//
+// Note: above all written when we used JNA's `loadIndirect` etc.
+// We now use JNA's "direct mapping" - unclear if same considerations apply exactly.
+internal object IntegrityCheckingUniffiLib {
+    init {
+        Native.register(IntegrityCheckingUniffiLib::class.java, findLibraryName(componentName = "omni_ffi"))
+        uniffiCheckContractApiVersion(this)
+        uniffiCheckApiChecksums(this)
     }
 
-    // FFI functions
-    fun uniffi_omni_ffi_fn_clone_hostclock(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_free_hostclock(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_init_callback_vtable_hostclock(`vtable`: UniffiVTableCallbackInterfaceHostClock,
-): Unit
-fun uniffi_omni_ffi_fn_method_hostclock_now_nanos(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Long
-fun uniffi_omni_ffi_fn_clone_logsink(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_free_logsink(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_init_callback_vtable_logsink(`vtable`: UniffiVTableCallbackInterfaceLogSink,
-): Unit
-fun uniffi_omni_ffi_fn_method_logsink_log(`ptr`: Pointer,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_clone_tunnel(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_free_tunnel(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(`config`: RustBuffer.ByValue,`clock`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_constructor_tunnel_new(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_constructor_tunnel_with_clock(`config`: RustBuffer.ByValue,`clock`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun uniffi_omni_ffi_fn_method_tunnel_add_peer(`ptr`: Pointer,`peer`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_cluster_status(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_drain_transmits(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_handle_datagram(`ptr`: Pointer,`from`: RustBuffer.ByValue,`datagram`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(`ptr`: Pointer,`datagrams`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_handle_timeout(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_interface_settings(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_leave_cluster(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_now_nanos(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Long
-fun uniffi_omni_ffi_fn_method_tunnel_on_network_changed(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_on_sleep(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_on_wake(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_packet_handle(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Long
-fun uniffi_omni_ffi_fn_method_tunnel_poll_event(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_poll_transmit(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_public_key(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_remove_peer(`ptr`: Pointer,`publicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): Int
-fun uniffi_omni_ffi_fn_method_tunnel_send_ip(`ptr`: Pointer,`packet`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(`ptr`: Pointer,`packets`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(`ptr`: Pointer,`endpoints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(`ptr`: Pointer,`publicKey`: RustBuffer.ByValue,`endpoint`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_method_tunnel_stats(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_generate_private_key(uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_key_from_base64(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_key_to_base64(`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_nucleus_key_query(uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_omni_version(uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(`datagram`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_parse_wg_quick(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_public_key_from_private(`privateKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun uniffi_omni_ffi_fn_func_set_log_sink(`sink`: RustBuffer.ByValue,`maxLevel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun uniffi_omni_ffi_fn_func_to_wg_quick(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun ffi_omni_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun ffi_omni_ffi_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun ffi_omni_ffi_rustbuffer_free(`buf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
-fun ffi_omni_ffi_rustbuffer_reserve(`buf`: RustBuffer.ByValue,`additional`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun ffi_omni_ffi_rust_future_poll_u8(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_u8(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_u8(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_u8(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Byte
-fun ffi_omni_ffi_rust_future_poll_i8(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_i8(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_i8(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_i8(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Byte
-fun ffi_omni_ffi_rust_future_poll_u16(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_u16(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_u16(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_u16(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Short
-fun ffi_omni_ffi_rust_future_poll_i16(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_i16(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_i16(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_i16(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Short
-fun ffi_omni_ffi_rust_future_poll_u32(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_u32(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_u32(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_u32(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Int
-fun ffi_omni_ffi_rust_future_poll_i32(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_i32(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_i32(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_i32(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Int
-fun ffi_omni_ffi_rust_future_poll_u64(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_u64(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_u64(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_u64(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Long
-fun ffi_omni_ffi_rust_future_poll_i64(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_i64(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_i64(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_i64(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Long
-fun ffi_omni_ffi_rust_future_poll_f32(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_f32(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_f32(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_f32(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Float
-fun ffi_omni_ffi_rust_future_poll_f64(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_f64(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_f64(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_f64(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Double
-fun ffi_omni_ffi_rust_future_poll_pointer(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_pointer(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_pointer(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_pointer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Pointer
-fun ffi_omni_ffi_rust_future_poll_rust_buffer(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_rust_buffer(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_rust_buffer(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_rust_buffer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): RustBuffer.ByValue
-fun ffi_omni_ffi_rust_future_poll_void(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_cancel_void(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_free_void(`handle`: Long,
-): Unit
-fun ffi_omni_ffi_rust_future_complete_void(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
+    internal fun ensureInitialized() = Unit
+    external fun uniffi_omni_ffi_checksum_func_generate_private_key(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_key_from_base64(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_key_to_base64(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_nucleus_key_query(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_omni_version(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_parse_wg_quick(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_public_key_from_private(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_to_wg_quick(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_func_set_log_sink(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_hostclock_now_nanos(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_logsink_log(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_add_peer(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_cluster_status(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_drain_transmits(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_handle_datagram(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_handle_timeout(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_interface_settings(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_leave_cluster(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_now_nanos(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_on_network_changed(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_on_sleep(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_on_wake(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_packet_handle(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_poll_event(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_poll_transmit(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_public_key(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_remove_peer(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_send_ip(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_stats(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_constructor_tunnel_new(
+    ): Int
+    external fun uniffi_omni_ffi_checksum_constructor_tunnel_with_clock(
+    ): Int
+    external fun ffi_omni_ffi_uniffi_contract_version(
+    ): Int
 
+        
+}
+
+internal object UniffiLib {
+    
+    // The Cleaner for the whole library
+    internal val CLEANER: UniffiCleaner by lazy {
+        UniffiCleaner.create()
+    }
+    
+
+    init {
+        Native.register(UniffiLib::class.java, findLibraryName(componentName = "omni_ffi"))
+        uniffiCallbackInterfaceHostClock.register(this)
+        uniffiCallbackInterfaceLogSink.register(this)
+        
+    }
+
+    internal fun ensureInitialized() = Unit
+    external fun uniffi_omni_ffi_fn_clone_hostclock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_free_hostclock(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_init_callback_vtable_hostclock(`vtable`: UniffiVTableCallbackInterfaceHostClock,
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_hostclock_now_nanos(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_clone_logsink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_free_logsink(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_init_callback_vtable_logsink(`vtable`: UniffiVTableCallbackInterfaceLogSink,
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_logsink_log(`ptr`: Long,`level`: RustBuffer.ByValue,`target`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_clone_tunnel(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_free_tunnel(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(`config`: RustBuffer.ByValue,`clock`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_constructor_tunnel_new(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_constructor_tunnel_with_clock(`config`: RustBuffer.ByValue,`clock`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_method_tunnel_add_peer(`ptr`: Long,`peer`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_cluster_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_drain_transmits(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_handle_datagram(`ptr`: Long,`from`: RustBuffer.ByValue,`datagram`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(`ptr`: Long,`datagrams`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_handle_timeout(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_interface_settings(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_leave_cluster(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_now_nanos(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_method_tunnel_on_network_changed(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_on_sleep(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_on_wake(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_packet_handle(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_omni_ffi_fn_method_tunnel_poll_event(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_poll_transmit(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_public_key(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_remove_peer(`ptr`: Long,`publicKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_omni_ffi_fn_method_tunnel_send_ip(`ptr`: Long,`packet`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(`ptr`: Long,`packets`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(`ptr`: Long,`endpoints`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(`ptr`: Long,`publicKey`: RustBuffer.ByValue,`endpoint`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_omni_ffi_fn_method_tunnel_stats(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_generate_private_key(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_key_from_base64(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_key_to_base64(`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_nucleus_key_query(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_omni_version(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(`datagram`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_parse_wg_quick(`text`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_public_key_from_private(`privateKey`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_to_wg_quick(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_omni_ffi_fn_func_set_log_sink(`sink`: RustBuffer.ByValue,`maxLevel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun ffi_omni_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun ffi_omni_ffi_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun ffi_omni_ffi_rustbuffer_free(`buf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun ffi_omni_ffi_rustbuffer_reserve(`buf`: RustBuffer.ByValue,`additional`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun ffi_omni_ffi_rust_future_poll_u8(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_u8(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_u8(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_u8(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun ffi_omni_ffi_rust_future_poll_i8(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_i8(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_i8(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_i8(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun ffi_omni_ffi_rust_future_poll_u16(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_u16(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_u16(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_u16(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun ffi_omni_ffi_rust_future_poll_i16(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_i16(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_i16(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_i16(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Short
+    external fun ffi_omni_ffi_rust_future_poll_u32(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_u32(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_u32(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_u32(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun ffi_omni_ffi_rust_future_poll_i32(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_i32(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_i32(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_i32(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun ffi_omni_ffi_rust_future_poll_u64(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_u64(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_u64(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_u64(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun ffi_omni_ffi_rust_future_poll_i64(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_i64(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_i64(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_i64(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun ffi_omni_ffi_rust_future_poll_f32(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_f32(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_f32(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_f32(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Float
+    external fun ffi_omni_ffi_rust_future_poll_f64(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_f64(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_f64(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_f64(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Double
+    external fun ffi_omni_ffi_rust_future_poll_rust_buffer(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_rust_buffer(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_rust_buffer(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_rust_buffer(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun ffi_omni_ffi_rust_future_poll_void(`handle`: Long,`callback`: UniffiRustFutureContinuationCallback,`callbackData`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_cancel_void(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_free_void(`handle`: Long,
+    ): Unit
+    external fun ffi_omni_ffi_rust_future_complete_void(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+
+        
 }
 
 private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
     // Get the bindings contract version from our ComponentInterface
-    val bindings_contract_version = 29
+    val bindings_contract_version = 30
     // Get the scaffolding contract version by calling the into the dylib
     val scaffolding_contract_version = lib.ffi_omni_ffi_uniffi_contract_version()
     if (bindings_contract_version != scaffolding_contract_version) {
@@ -1224,133 +1048,133 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if (lib.uniffi_omni_ffi_checksum_func_generate_private_key() != 61811.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_generate_private_key() and 0xFFFF) != 16321) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_key_from_base64() != 52963.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_key_from_base64() and 0xFFFF) != 9991) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_key_to_base64() != 56278.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_key_to_base64() and 0xFFFF) != 27523) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_nucleus_key_query() != 11925.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_nucleus_key_query() and 0xFFFF) != 59456) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_omni_version() != 21516.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_omni_version() and 0xFFFF) != 27056) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() != 29693.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_parse_nucleus_key_reply() and 0xFFFF) != 8082) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_parse_wg_quick() != 31676.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_parse_wg_quick() and 0xFFFF) != 30219) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_public_key_from_private() != 6781.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_public_key_from_private() and 0xFFFF) != 34324) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_set_log_sink() != 11814.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_to_wg_quick() and 0xFFFF) != 31771) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_func_to_wg_quick() != 36056.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_func_set_log_sink() and 0xFFFF) != 5066) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_hostclock_now_nanos() != 6248.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_hostclock_now_nanos() and 0xFFFF) != 15540) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_logsink_log() != 24727.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_logsink_log() and 0xFFFF) != 48295) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_add_peer() != 27303.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_add_peer() and 0xFFFF) != 16004) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_cluster_status() != 21964.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_cluster_status() and 0xFFFF) != 29438) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() != 10215.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_drain_transmits() and 0xFFFF) != 38527) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() != 49418.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram() and 0xFFFF) != 50969) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() != 15958.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_handle_datagram_batch() and 0xFFFF) != 61508) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() != 16774.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_handle_timeout() and 0xFFFF) != 41610) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_interface_settings() != 42052.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_interface_settings() and 0xFFFF) != 42438) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() != 51918.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_leave_cluster() and 0xFFFF) != 49184) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() != 14308.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_next_timeout_millis() and 0xFFFF) != 55534) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_now_nanos() != 3035.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_now_nanos() and 0xFFFF) != 37857) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_on_network_changed() != 46712.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_on_network_changed() and 0xFFFF) != 48104) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_on_sleep() != 28037.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_on_sleep() and 0xFFFF) != 1388) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_on_wake() != 2999.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_on_wake() and 0xFFFF) != 45252) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_packet_handle() != 14879.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_packet_handle() and 0xFFFF) != 33262) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_poll_event() != 32197.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_poll_event() and 0xFFFF) != 39629) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() != 32479.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_poll_timeout_nanos() and 0xFFFF) != 1858) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() != 42117.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_poll_transmit() and 0xFFFF) != 8308) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_public_key() != 62446.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_public_key() and 0xFFFF) != 18370) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_remove_peer() != 39717.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_remove_peer() and 0xFFFF) != 24174) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints() != 27003.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_resolve_endpoints() and 0xFFFF) != 64620) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip() != 5656.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip() and 0xFFFF) != 58781) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() != 59209.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_send_ip_batch() and 0xFFFF) != 1320) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() != 42759.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_set_local_endpoints() and 0xFFFF) != 1779) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() != 5271.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_set_peer_endpoint() and 0xFFFF) != 41539) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_stats() != 15525.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_stats() and 0xFFFF) != 650) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints() != 51474.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_method_tunnel_unresolved_endpoints() and 0xFFFF) != 17319) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() != 40356.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_constructor_tunnel_from_wg_quick() and 0xFFFF) != 45300) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() != 48821.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster() and 0xFFFF) != 63035) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() != 10988.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_constructor_tunnel_join_cluster_with_clock() and 0xFFFF) != 5462) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_new() != 2539.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_constructor_tunnel_new() and 0xFFFF) != 45091) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_omni_ffi_checksum_constructor_tunnel_with_clock() != 61251.toShort()) {
+    if ((lib.uniffi_omni_ffi_checksum_constructor_tunnel_with_clock() and 0xFFFF) != 19785) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1359,7 +1183,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
  * @suppress
  */
 public fun uniffiEnsureInitialized() {
-    UniffiLib.INSTANCE
+    // Call arbitrary methods on IntegrityCheckingUniffiLib and UniffiLib to ensure that
+    // their init blocks run. This ensures initialization across crates works as expected.
+    IntegrityCheckingUniffiLib.ensureInitialized()
+    UniffiLib.ensureInitialized()
 }
 
 // Async support
@@ -1426,11 +1253,22 @@ inline fun <T : Disposable?, R> T.use(block: (T) -> R) =
     }
 
 /** 
+ * Placeholder object used to signal that we're constructing an interface with a FFI handle.
+ *
+ * This is the first argument for interface constructors that input a raw handle. It exists is that
+ * so we can avoid signature conflicts when an interface has a regular constructor than inputs a
+ * Long.
+ *
+ * @suppress
+ * */
+object UniffiWithHandle
+
+/** 
  * Used to instantiate an interface without an actual pointer, for fakes in tests, mostly.
  *
  * @suppress
  * */
-object NoPointer// Magic number for the Rust proxy to call using the same mechanism as every other method,
+object NoHandle// Magic number for the Rust proxy to call using the same mechanism as every other method,
 // to free the callback once it's dropped by Rust.
 internal const val IDX_CALLBACK_FREE = 0
 // Callback return codes
@@ -1535,6 +1373,10 @@ public object FfiConverterUByte: FfiConverter<UByte, Byte> {
         return value.toUByte()
     }
 
+    fun lift(value: Int): UByte {
+        return value.toUByte()
+    }
+
     override fun read(buf: ByteBuffer): UByte {
         return lift(buf.get())
     }
@@ -1555,6 +1397,10 @@ public object FfiConverterUByte: FfiConverter<UByte, Byte> {
  */
 public object FfiConverterUShort: FfiConverter<UShort, Short> {
     override fun lift(value: Short): UShort {
+        return value.toUShort()
+    }
+
+    fun lift(value: Int): UShort {
         return value.toUShort()
     }
 
@@ -1719,21 +1565,18 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 }
 
 
-// This template implements a class for working with a Rust struct via a Pointer/Arc<T>
+// This template implements a class for working with a Rust struct via a handle
 // to the live Rust struct on the other side of the FFI.
-//
-// Each instance implements core operations for working with the Rust `Arc<T>` and the
-// Kotlin Pointer to work with the live Rust struct on the other side of the FFI.
 //
 // There's some subtlety here, because we have to be careful not to operate on a Rust
 // struct after it has been dropped, and because we must expose a public API for freeing
 // theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
 //
-//   * Each instance holds an opaque pointer to the underlying Rust struct.
-//     Method calls need to read this pointer from the object's state and pass it in to
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
 //     the Rust FFI.
 //
-//   * When an instance is no longer needed, its pointer should be passed to a
+//   * When an instance is no longer needed, its handle should be passed to a
 //     special destructor function provided by the Rust FFI, which will drop the
 //     underlying Rust struct.
 //
@@ -1758,13 +1601,13 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 //      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
 //         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
 //
-// If we try to implement this with mutual exclusion on access to the pointer, there is the
+// If we try to implement this with mutual exclusion on access to the handle, there is the
 // possibility of a race between a method call and a concurrent call to `destroy`:
 //
-//    * Thread A starts a method call, reads the value of the pointer, but is interrupted
-//      before it can pass the pointer over the FFI to Rust.
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
 //    * Thread B calls `destroy` and frees the underlying Rust struct.
-//    * Thread A resumes, passing the already-read pointer value to Rust and triggering
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
 //      a use-after-free.
 //
 // One possible solution would be to use a `ReadWriteLock`, with each method call taking
@@ -1838,27 +1681,38 @@ public interface HostClock {
 open class HostClockImpl: Disposable, AutoCloseable, HostClock
 {
 
-    constructor(pointer: Pointer) {
-        this.pointer = pointer
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
     }
 
     /**
+     * @suppress
+     *
      * This constructor can be used to instantiate a fake object. Only used for tests. Any
      * attempt to actually use an object constructed this way will fail as there is no
      * connected Rust object.
      */
     @Suppress("UNUSED_PARAMETER")
-    constructor(noPointer: NoPointer) {
-        this.pointer = null
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
     }
 
-    protected val pointer: Pointer?
-    protected val cleanable: UniffiCleaner.Cleanable
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
 
     private val wasDestroyed = AtomicBoolean(false)
     private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
 
     override fun destroy() {
         // Only allow a single call to this method.
@@ -1866,7 +1720,7 @@ open class HostClockImpl: Disposable, AutoCloseable, HostClock
         if (this.wasDestroyed.compareAndSet(false, true)) {
             // This decrement always matches the initial count of 1 given at creation time.
             if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable.clean()
+                cleanable?.clean()
             }
         }
     }
@@ -1876,7 +1730,7 @@ open class HostClockImpl: Disposable, AutoCloseable, HostClock
         this.destroy()
     }
 
-    internal inline fun <R> callWithPointer(block: (ptr: Pointer) -> R): R {
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
         // Check and increment the call counter, to keep the object alive.
         // This needs a compare-and-set retry loop in case of concurrent updates.
         do {
@@ -1888,32 +1742,40 @@ open class HostClockImpl: Disposable, AutoCloseable, HostClock
                 throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
             }
         } while (! this.callCounter.compareAndSet(c, c + 1L))
-        // Now we can safely do the method call without the pointer being freed concurrently.
+        // Now we can safely do the method call without the handle being freed concurrently.
         try {
-            return block(this.uniffiClonePointer())
+            return block(this.uniffiCloneHandle())
         } finally {
             // This decrement always matches the increment we performed above.
             if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable.clean()
+                cleanable?.clean()
             }
         }
     }
 
     // Use a static inner class instead of a closure so as not to accidentally
     // capture `this` as part of the cleanable's action.
-    private class UniffiCleanAction(private val pointer: Pointer?) : Runnable {
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
         override fun run() {
-            pointer?.let { ptr ->
-                uniffiRustCall { status ->
-                    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_free_hostclock(ptr, status)
-                }
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_omni_ffi_fn_free_hostclock(handle, status)
             }
         }
     }
 
-    fun uniffiClonePointer(): Pointer {
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
         return uniffiRustCall() { status ->
-            UniffiLib.INSTANCE.uniffi_omni_ffi_fn_clone_hostclock(pointer!!, status)
+            UniffiLib.uniffi_omni_ffi_fn_clone_hostclock(handle, status)
         }
     }
 
@@ -1922,10 +1784,11 @@ open class HostClockImpl: Disposable, AutoCloseable, HostClock
      * Nanoseconds since an arbitrary origin fixed for the tunnel's lifetime.
      */override fun `nowNanos`(): kotlin.ULong {
             return FfiConverterULong.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_hostclock_now_nanos(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_hostclock_now_nanos(
+        it,
+        _status)
 }
     }
     )
@@ -1935,10 +1798,17 @@ open class HostClockImpl: Disposable, AutoCloseable, HostClock
     
 
     
+
+
     
+    
+    /**
+     * @suppress
+     */
     companion object
     
 }
+
 
 
 // Put the implementation in an object so we don't pollute the top-level namespace
@@ -1961,9 +1831,16 @@ internal object uniffiCallbackInterfaceHostClock {
         }
     }
 
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeHostClock.handleMap.clone(handle)
+        }
+    }
+
     internal var vtable = UniffiVTableCallbackInterfaceHostClock.UniffiByValue(
-        `nowNanos`,
         uniffiFree,
+        uniffiClone,
+        `nowNanos`,
     )
 
     // Registers the foreign callback with the Rust side.
@@ -1976,48 +1853,54 @@ internal object uniffiCallbackInterfaceHostClock {
 /**
  * @suppress
  */
-public object FfiConverterTypeHostClock: FfiConverter<HostClock, Pointer> {
+public object FfiConverterTypeHostClock: FfiConverter<HostClock, Long> {
     internal val handleMap = UniffiHandleMap<HostClock>()
 
-    override fun lower(value: HostClock): Pointer {
-        return Pointer(handleMap.insert(value))
+    override fun lower(value: HostClock): Long {
+        if (value is HostClockImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
     }
 
-    override fun lift(value: Pointer): HostClock {
-        return HostClockImpl(value)
+    override fun lift(value: Long): HostClock {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return HostClockImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
     }
 
     override fun read(buf: ByteBuffer): HostClock {
-        // The Rust code always writes pointers as 8 bytes, and will
-        // fail to compile if they don't fit.
-        return lift(Pointer(buf.getLong()))
+        return lift(buf.getLong())
     }
 
     override fun allocationSize(value: HostClock) = 8UL
 
     override fun write(value: HostClock, buf: ByteBuffer) {
-        // The Rust code always expects pointers written as 8 bytes,
-        // and will fail to compile if they don't fit.
-        buf.putLong(Pointer.nativeValue(lower(value)))
+        buf.putLong(lower(value))
     }
 }
 
 
-// This template implements a class for working with a Rust struct via a Pointer/Arc<T>
+// This template implements a class for working with a Rust struct via a handle
 // to the live Rust struct on the other side of the FFI.
-//
-// Each instance implements core operations for working with the Rust `Arc<T>` and the
-// Kotlin Pointer to work with the live Rust struct on the other side of the FFI.
 //
 // There's some subtlety here, because we have to be careful not to operate on a Rust
 // struct after it has been dropped, and because we must expose a public API for freeing
 // theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
 //
-//   * Each instance holds an opaque pointer to the underlying Rust struct.
-//     Method calls need to read this pointer from the object's state and pass it in to
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
 //     the Rust FFI.
 //
-//   * When an instance is no longer needed, its pointer should be passed to a
+//   * When an instance is no longer needed, its handle should be passed to a
 //     special destructor function provided by the Rust FFI, which will drop the
 //     underlying Rust struct.
 //
@@ -2042,13 +1925,13 @@ public object FfiConverterTypeHostClock: FfiConverter<HostClock, Pointer> {
 //      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
 //         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
 //
-// If we try to implement this with mutual exclusion on access to the pointer, there is the
+// If we try to implement this with mutual exclusion on access to the handle, there is the
 // possibility of a race between a method call and a concurrent call to `destroy`:
 //
-//    * Thread A starts a method call, reads the value of the pointer, but is interrupted
-//      before it can pass the pointer over the FFI to Rust.
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
 //    * Thread B calls `destroy` and frees the underlying Rust struct.
-//    * Thread A resumes, passing the already-read pointer value to Rust and triggering
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
 //      a use-after-free.
 //
 // One possible solution would be to use a `ReadWriteLock`, with each method call taking
@@ -2119,27 +2002,38 @@ public interface LogSink {
 open class LogSinkImpl: Disposable, AutoCloseable, LogSink
 {
 
-    constructor(pointer: Pointer) {
-        this.pointer = pointer
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
     }
 
     /**
+     * @suppress
+     *
      * This constructor can be used to instantiate a fake object. Only used for tests. Any
      * attempt to actually use an object constructed this way will fail as there is no
      * connected Rust object.
      */
     @Suppress("UNUSED_PARAMETER")
-    constructor(noPointer: NoPointer) {
-        this.pointer = null
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
     }
 
-    protected val pointer: Pointer?
-    protected val cleanable: UniffiCleaner.Cleanable
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
 
     private val wasDestroyed = AtomicBoolean(false)
     private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
 
     override fun destroy() {
         // Only allow a single call to this method.
@@ -2147,7 +2041,7 @@ open class LogSinkImpl: Disposable, AutoCloseable, LogSink
         if (this.wasDestroyed.compareAndSet(false, true)) {
             // This decrement always matches the initial count of 1 given at creation time.
             if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable.clean()
+                cleanable?.clean()
             }
         }
     }
@@ -2157,7 +2051,7 @@ open class LogSinkImpl: Disposable, AutoCloseable, LogSink
         this.destroy()
     }
 
-    internal inline fun <R> callWithPointer(block: (ptr: Pointer) -> R): R {
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
         // Check and increment the call counter, to keep the object alive.
         // This needs a compare-and-set retry loop in case of concurrent updates.
         do {
@@ -2169,41 +2063,53 @@ open class LogSinkImpl: Disposable, AutoCloseable, LogSink
                 throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
             }
         } while (! this.callCounter.compareAndSet(c, c + 1L))
-        // Now we can safely do the method call without the pointer being freed concurrently.
+        // Now we can safely do the method call without the handle being freed concurrently.
         try {
-            return block(this.uniffiClonePointer())
+            return block(this.uniffiCloneHandle())
         } finally {
             // This decrement always matches the increment we performed above.
             if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable.clean()
+                cleanable?.clean()
             }
         }
     }
 
     // Use a static inner class instead of a closure so as not to accidentally
     // capture `this` as part of the cleanable's action.
-    private class UniffiCleanAction(private val pointer: Pointer?) : Runnable {
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
         override fun run() {
-            pointer?.let { ptr ->
-                uniffiRustCall { status ->
-                    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_free_logsink(ptr, status)
-                }
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_omni_ffi_fn_free_logsink(handle, status)
             }
         }
     }
 
-    fun uniffiClonePointer(): Pointer {
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
         return uniffiRustCall() { status ->
-            UniffiLib.INSTANCE.uniffi_omni_ffi_fn_clone_logsink(pointer!!, status)
+            UniffiLib.uniffi_omni_ffi_fn_clone_logsink(handle, status)
         }
     }
 
     override fun `log`(`level`: LogLevel, `target`: kotlin.String, `message`: kotlin.String)
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_logsink_log(
-        it, FfiConverterTypeLogLevel.lower(`level`),FfiConverterString.lower(`target`),FfiConverterString.lower(`message`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_logsink_log(
+        it,
+        
+        FfiConverterTypeLogLevel.lower(`level`),
+        FfiConverterString.lower(`target`),
+        FfiConverterString.lower(`message`),_status)
 }
     }
     
@@ -2212,10 +2118,17 @@ open class LogSinkImpl: Disposable, AutoCloseable, LogSink
     
 
     
+
+
     
+    
+    /**
+     * @suppress
+     */
     companion object
     
 }
+
 
 
 // Put the implementation in an object so we don't pollute the top-level namespace
@@ -2241,9 +2154,16 @@ internal object uniffiCallbackInterfaceLogSink {
         }
     }
 
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeLogSink.handleMap.clone(handle)
+        }
+    }
+
     internal var vtable = UniffiVTableCallbackInterfaceLogSink.UniffiByValue(
-        `log`,
         uniffiFree,
+        uniffiClone,
+        `log`,
     )
 
     // Registers the foreign callback with the Rust side.
@@ -2256,48 +2176,54 @@ internal object uniffiCallbackInterfaceLogSink {
 /**
  * @suppress
  */
-public object FfiConverterTypeLogSink: FfiConverter<LogSink, Pointer> {
+public object FfiConverterTypeLogSink: FfiConverter<LogSink, Long> {
     internal val handleMap = UniffiHandleMap<LogSink>()
 
-    override fun lower(value: LogSink): Pointer {
-        return Pointer(handleMap.insert(value))
+    override fun lower(value: LogSink): Long {
+        if (value is LogSinkImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
     }
 
-    override fun lift(value: Pointer): LogSink {
-        return LogSinkImpl(value)
+    override fun lift(value: Long): LogSink {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return LogSinkImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
     }
 
     override fun read(buf: ByteBuffer): LogSink {
-        // The Rust code always writes pointers as 8 bytes, and will
-        // fail to compile if they don't fit.
-        return lift(Pointer(buf.getLong()))
+        return lift(buf.getLong())
     }
 
     override fun allocationSize(value: LogSink) = 8UL
 
     override fun write(value: LogSink, buf: ByteBuffer) {
-        // The Rust code always expects pointers written as 8 bytes,
-        // and will fail to compile if they don't fit.
-        buf.putLong(Pointer.nativeValue(lower(value)))
+        buf.putLong(lower(value))
     }
 }
 
 
-// This template implements a class for working with a Rust struct via a Pointer/Arc<T>
+// This template implements a class for working with a Rust struct via a handle
 // to the live Rust struct on the other side of the FFI.
-//
-// Each instance implements core operations for working with the Rust `Arc<T>` and the
-// Kotlin Pointer to work with the live Rust struct on the other side of the FFI.
 //
 // There's some subtlety here, because we have to be careful not to operate on a Rust
 // struct after it has been dropped, and because we must expose a public API for freeing
 // theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
 //
-//   * Each instance holds an opaque pointer to the underlying Rust struct.
-//     Method calls need to read this pointer from the object's state and pass it in to
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
 //     the Rust FFI.
 //
-//   * When an instance is no longer needed, its pointer should be passed to a
+//   * When an instance is no longer needed, its handle should be passed to a
 //     special destructor function provided by the Rust FFI, which will drop the
 //     underlying Rust struct.
 //
@@ -2322,13 +2248,13 @@ public object FfiConverterTypeLogSink: FfiConverter<LogSink, Pointer> {
 //      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
 //         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
 //
-// If we try to implement this with mutual exclusion on access to the pointer, there is the
+// If we try to implement this with mutual exclusion on access to the handle, there is the
 // possibility of a race between a method call and a concurrent call to `destroy`:
 //
-//    * Thread A starts a method call, reads the value of the pointer, but is interrupted
-//      before it can pass the pointer over the FFI to Rust.
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
 //    * Thread B calls `destroy` and frees the underlying Rust struct.
-//    * Thread A resumes, passing the already-read pointer value to Rust and triggering
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
 //      a use-after-free.
 //
 // One possible solution would be to use a `ReadWriteLock`, with each method call taking
@@ -2563,37 +2489,50 @@ public interface TunnelInterface {
 open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 {
 
-    constructor(pointer: Pointer) {
-        this.pointer = pointer
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
     }
 
     /**
+     * @suppress
+     *
      * This constructor can be used to instantiate a fake object. Only used for tests. Any
      * attempt to actually use an object constructed this way will fail as there is no
      * connected Rust object.
      */
     @Suppress("UNUSED_PARAMETER")
-    constructor(noPointer: NoPointer) {
-        this.pointer = null
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
     }
     /**
      * A tunnel from a structured config, on the system clock.
      */
     constructor(`config`: TunnelConfig) :
-        this(
+        this(UniffiWithHandle, 
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_new(
+    UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_new(
+    
+        
         FfiConverterTypeTunnelConfig.lower(`config`),_status)
 }
     )
 
-    protected val pointer: Pointer?
-    protected val cleanable: UniffiCleaner.Cleanable
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
 
     private val wasDestroyed = AtomicBoolean(false)
     private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
 
     override fun destroy() {
         // Only allow a single call to this method.
@@ -2601,7 +2540,7 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
         if (this.wasDestroyed.compareAndSet(false, true)) {
             // This decrement always matches the initial count of 1 given at creation time.
             if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable.clean()
+                cleanable?.clean()
             }
         }
     }
@@ -2611,7 +2550,7 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
         this.destroy()
     }
 
-    internal inline fun <R> callWithPointer(block: (ptr: Pointer) -> R): R {
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
         // Check and increment the call counter, to keep the object alive.
         // This needs a compare-and-set retry loop in case of concurrent updates.
         do {
@@ -2623,32 +2562,40 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
                 throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
             }
         } while (! this.callCounter.compareAndSet(c, c + 1L))
-        // Now we can safely do the method call without the pointer being freed concurrently.
+        // Now we can safely do the method call without the handle being freed concurrently.
         try {
-            return block(this.uniffiClonePointer())
+            return block(this.uniffiCloneHandle())
         } finally {
             // This decrement always matches the increment we performed above.
             if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable.clean()
+                cleanable?.clean()
             }
         }
     }
 
     // Use a static inner class instead of a closure so as not to accidentally
     // capture `this` as part of the cleanable's action.
-    private class UniffiCleanAction(private val pointer: Pointer?) : Runnable {
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
         override fun run() {
-            pointer?.let { ptr ->
-                uniffiRustCall { status ->
-                    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_free_tunnel(ptr, status)
-                }
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_omni_ffi_fn_free_tunnel(handle, status)
             }
         }
     }
 
-    fun uniffiClonePointer(): Pointer {
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
         return uniffiRustCall() { status ->
-            UniffiLib.INSTANCE.uniffi_omni_ffi_fn_clone_tunnel(pointer!!, status)
+            UniffiLib.uniffi_omni_ffi_fn_clone_tunnel(handle, status)
         }
     }
 
@@ -2658,10 +2605,12 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `addPeer`(`peer`: PeerSpec)
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_add_peer(
-        it, FfiConverterTypePeerSpec.lower(`peer`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_add_peer(
+        it,
+        
+        FfiConverterTypePeerSpec.lower(`peer`),_status)
 }
     }
     
@@ -2674,10 +2623,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * and every member with its path.
      */override fun `clusterStatus`(): ClusterStatus? {
             return FfiConverterOptionalTypeClusterStatus.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_cluster_status(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_cluster_status(
+        it,
+        _status)
 }
     }
     )
@@ -2690,10 +2640,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `drainTransmits`(): List<Datagram> {
             return FfiConverterSequenceTypeDatagram.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_drain_transmits(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_drain_transmits(
+        it,
+        _status)
 }
     }
     )
@@ -2707,10 +2658,13 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `handleDatagram`(`from`: kotlin.String, `datagram`: kotlin.ByteArray): DatagramOutcome {
             return FfiConverterTypeDatagramOutcome.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_handle_datagram(
-        it, FfiConverterString.lower(`from`),FfiConverterByteArray.lower(`datagram`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram(
+        it,
+        
+        FfiConverterString.lower(`from`),
+        FfiConverterByteArray.lower(`datagram`),_status)
 }
     }
     )
@@ -2723,10 +2677,12 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * where it came from. One outcome per datagram, in order.
      */override fun `handleDatagramBatch`(`datagrams`: List<Datagram>): List<DatagramOutcome> {
             return FfiConverterSequenceTypeDatagramOutcome.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(
-        it, FfiConverterSequenceTypeDatagram.lower(`datagrams`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_datagram_batch(
+        it,
+        
+        FfiConverterSequenceTypeDatagram.lower(`datagrams`),_status)
 }
     }
     )
@@ -2738,10 +2694,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * Fires the timers that are due. Then drain `poll_transmit`.
      */override fun `handleTimeout`()
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_handle_timeout(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_handle_timeout(
+        it,
+        _status)
 }
     }
     
@@ -2752,10 +2709,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * Addresses, routes, DNS and MTU for the platform's VPN builder.
      */override fun `interfaceSettings`(): InterfaceSettings {
             return FfiConverterTypeInterfaceSettings.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_interface_settings(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_interface_settings(
+        it,
+        _status)
 }
     }
     )
@@ -2770,10 +2728,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * plain tunnel.
      */override fun `leaveCluster`()
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_leave_cluster(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_leave_cluster(
+        it,
+        _status)
 }
     }
     
@@ -2785,10 +2744,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * timer is armed. Rounded up, so a host that sleeps this long is never early.
      */override fun `nextTimeoutMillis`(): kotlin.ULong? {
             return FfiConverterOptionalULong.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_next_timeout_millis(
+        it,
+        _status)
 }
     }
     )
@@ -2800,10 +2760,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * Current time on the tunnel's clock (nanoseconds).
      */override fun `nowNanos`(): kotlin.ULong {
             return FfiConverterULong.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_now_nanos(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_now_nanos(
+        it,
+        _status)
 }
     }
     )
@@ -2818,10 +2779,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * `poll_transmit`. Call `resolve_endpoints` too if peers use host names.
      */override fun `onNetworkChanged`()
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_on_network_changed(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_on_network_changed(
+        it,
+        _status)
 }
     }
     
@@ -2833,10 +2795,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * but it is logged so traces explain the silence.
      */override fun `onSleep`()
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_on_sleep(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_on_sleep(
+        it,
+        _status)
 }
     }
     
@@ -2848,10 +2811,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * NAT mappings rarely survive a sleep, start fresh handshakes.
      */override fun `onWake`()
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_on_wake(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_on_wake(
+        it,
+        _status)
 }
     }
     
@@ -2863,10 +2827,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * It holds a strong reference: release it with `OmniNative.release`.
      */override fun `packetHandle`(): kotlin.ULong {
             return FfiConverterULong.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_packet_handle(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_packet_handle(
+        it,
+        _status)
 }
     }
     )
@@ -2878,10 +2843,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * The next event, if any.
      */override fun `pollEvent`(): TunnelEvent? {
             return FfiConverterOptionalTypeTunnelEvent.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_poll_event(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_poll_event(
+        it,
+        _status)
 }
     }
     )
@@ -2893,10 +2859,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * The next deadline on the tunnel's clock (nanoseconds), if any.
      */override fun `pollTimeoutNanos`(): kotlin.ULong? {
             return FfiConverterOptionalULong.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_poll_timeout_nanos(
+        it,
+        _status)
 }
     }
     )
@@ -2910,10 +2877,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `pollTransmit`(): Datagram? {
             return FfiConverterOptionalTypeDatagram.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_poll_transmit(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_poll_transmit(
+        it,
+        _status)
 }
     }
     )
@@ -2925,10 +2893,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * Our public key (base64).
      */override fun `publicKey`(): kotlin.String {
             return FfiConverterString.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_public_key(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_public_key(
+        it,
+        _status)
 }
     }
     )
@@ -2941,10 +2910,12 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `removePeer`(`publicKey`: kotlin.String)
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_remove_peer(
-        it, FfiConverterString.lower(`publicKey`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_remove_peer(
+        it,
+        
+        FfiConverterString.lower(`publicKey`),_status)
 }
     }
     
@@ -2957,10 +2928,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * Returns how many endpoints changed.
      */override fun `resolveEndpoints`(): kotlin.UInt {
             return FfiConverterUInt.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_resolve_endpoints(
+        it,
+        _status)
 }
     }
     )
@@ -2974,10 +2946,12 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `sendIp`(`packet`: kotlin.ByteArray): Datagram? {
             return FfiConverterOptionalTypeDatagram.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_send_ip(
-        it, FfiConverterByteArray.lower(`packet`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip(
+        it,
+        
+        FfiConverterByteArray.lower(`packet`),_status)
 }
     }
     )
@@ -2994,10 +2968,12 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * `TunnelStats.packets_dropped`.
      */override fun `sendIpBatch`(`packets`: List<kotlin.ByteArray>): List<Datagram> {
             return FfiConverterSequenceTypeDatagram.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(
-        it, FfiConverterSequenceByteArray.lower(`packets`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_send_ip_batch(
+        it,
+        
+        FfiConverterSequenceByteArray.lower(`packets`),_status)
 }
     }
     )
@@ -3012,10 +2988,12 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `setLocalEndpoints`(`endpoints`: List<kotlin.String>)
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(
-        it, FfiConverterSequenceString.lower(`endpoints`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_set_local_endpoints(
+        it,
+        
+        FfiConverterSequenceString.lower(`endpoints`),_status)
 }
     }
     
@@ -3027,10 +3005,13 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      */
     @Throws(TunnelException::class)override fun `setPeerEndpoint`(`publicKey`: kotlin.String, `endpoint`: kotlin.String)
         = 
-    callWithPointer {
+    callWithHandle {
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(
-        it, FfiConverterString.lower(`publicKey`),FfiConverterString.lower(`endpoint`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_set_peer_endpoint(
+        it,
+        
+        FfiConverterString.lower(`publicKey`),
+        FfiConverterString.lower(`endpoint`),_status)
 }
     }
     
@@ -3038,10 +3019,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
 
     override fun `stats`(): TunnelStats {
             return FfiConverterTypeTunnelStats.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_stats(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_stats(
+        it,
+        _status)
 }
     }
     )
@@ -3053,10 +3035,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
      * Peers whose endpoint is a host name not resolved yet, as `host:port`.
      */override fun `unresolvedEndpoints`(): List<kotlin.String> {
             return FfiConverterSequenceString.lift(
-    callWithPointer {
+    callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(
-        it, _status)
+    UniffiLib.uniffi_omni_ffi_fn_method_tunnel_unresolved_endpoints(
+        it,
+        _status)
 }
     }
     )
@@ -3064,6 +3047,9 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     
 
     
+
+    
+
 
     
     companion object {
@@ -3074,7 +3060,9 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     @Throws(TunnelException::class) fun `fromWgQuick`(`text`: kotlin.String): Tunnel {
             return FfiConverterTypeTunnel.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(
+    UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_from_wg_quick(
+    
+        
         FfiConverterString.lower(`text`),_status)
 }
     )
@@ -3094,7 +3082,9 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     @Throws(TunnelException::class) fun `joinCluster`(`config`: ClusterConfig): Tunnel {
             return FfiConverterTypeTunnel.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(
+    UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster(
+    
+        
         FfiConverterTypeClusterConfig.lower(`config`),_status)
 }
     )
@@ -3108,8 +3098,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     @Throws(TunnelException::class) fun `joinClusterWithClock`(`config`: ClusterConfig, `clock`: HostClock): Tunnel {
             return FfiConverterTypeTunnel.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(
-        FfiConverterTypeClusterConfig.lower(`config`),FfiConverterTypeHostClock.lower(`clock`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_join_cluster_with_clock(
+    
+        
+        FfiConverterTypeClusterConfig.lower(`config`),
+        FfiConverterTypeHostClock.lower(`clock`),_status)
 }
     )
     }
@@ -3122,8 +3115,11 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     @Throws(TunnelException::class) fun `withClock`(`config`: TunnelConfig, `clock`: HostClock): Tunnel {
             return FfiConverterTypeTunnel.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_constructor_tunnel_with_clock(
-        FfiConverterTypeTunnelConfig.lower(`config`),FfiConverterTypeHostClock.lower(`clock`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_constructor_tunnel_with_clock(
+    
+        
+        FfiConverterTypeTunnelConfig.lower(`config`),
+        FfiConverterTypeHostClock.lower(`clock`),_status)
 }
     )
     }
@@ -3134,31 +3130,27 @@ open class Tunnel: Disposable, AutoCloseable, TunnelInterface
     
 }
 
+
 /**
  * @suppress
  */
-public object FfiConverterTypeTunnel: FfiConverter<Tunnel, Pointer> {
-
-    override fun lower(value: Tunnel): Pointer {
-        return value.uniffiClonePointer()
+public object FfiConverterTypeTunnel: FfiConverter<Tunnel, Long> {
+    override fun lower(value: Tunnel): Long {
+        return value.uniffiCloneHandle()
     }
 
-    override fun lift(value: Pointer): Tunnel {
-        return Tunnel(value)
+    override fun lift(value: Long): Tunnel {
+        return Tunnel(UniffiWithHandle, value)
     }
 
     override fun read(buf: ByteBuffer): Tunnel {
-        // The Rust code always writes pointers as 8 bytes, and will
-        // fail to compile if they don't fit.
-        return lift(Pointer(buf.getLong()))
+        return lift(buf.getLong())
     }
 
     override fun allocationSize(value: Tunnel) = 8UL
 
     override fun write(value: Tunnel, buf: ByteBuffer) {
-        // The Rust code always expects pointers written as 8 bytes,
-        // and will fail to compile if they don't fit.
-        buf.putLong(Pointer.nativeValue(lower(value)))
+        buf.putLong(lower(value))
     }
 }
 
@@ -3172,61 +3164,77 @@ data class ClusterConfig (
     /**
      * Our private key (base64).
      */
-    var `privateKey`: kotlin.String, 
+    var `privateKey`: kotlin.String
+    , 
     /**
      * The Nucleus: `ip:port`, `[ipv6]:port` or `host:port` (a host name is
      * resolved when the tunnel is created: blocking DNS, so call it off the
      * main thread).
      */
-    var `nucleusEndpoint`: kotlin.String, 
+    var `nucleusEndpoint`: kotlin.String
+    , 
     /**
      * The Nucleus's public key (base64): printed by `omni-daemon --mode
      * nucleus` at start. Pin it; `nucleus_key_query` /
      * `parse_nucleus_key_reply` learn it on first contact otherwise (trust on
      * first use).
      */
-    var `nucleusPublicKey`: kotlin.String, 
+    var `nucleusPublicKey`: kotlin.String
+    , 
     /**
      * The cluster's name (never sent: it and the secret derive the cluster key).
      */
-    var `cluster`: kotlin.String, 
+    var `cluster`: kotlin.String
+    , 
     /**
      * The cluster's secret, shared out of band. Empty: an unauthenticated
      * cluster anyone who knows its name can join. Never logged.
      */
-    var `secret`: kotlin.String, 
+    var `secret`: kotlin.String
+    , 
     /**
      * Our virtual IP with the cluster's prefix, e.g. `10.200.0.5/24` (a bare
      * IPv4 address means /24, a bare IPv6 address /64). An IPv6 VIP makes an
      * IPv6 cluster.
      */
-    var `vip`: kotlin.String, 
+    var `vip`: kotlin.String
+    , 
     /**
      * A second VIP of the other family (dual stack: `vip` IPv4, this IPv6,
      * e.g. `fd00:200::5/64`; a bare address means /64), like `omni-daemon
      * --vip … --vip6 …`.
      */
-    var `vip6`: kotlin.String? = null, 
+    var `vip6`: kotlin.String? = null 
+    , 
     /**
      * The UDP port the host binds (None: any).
      */
-    var `listenPort`: kotlin.UShort? = null, 
+    var `listenPort`: kotlin.UShort? = null 
+    , 
     /**
      * `ip:port` of our socket on the phone's own networks (at most 4), so
      * members on the same LAN can reach us directly.
      */
-    var `localEndpoints`: List<kotlin.String> = listOf(), 
+    var `localEndpoints`: List<kotlin.String> = listOf() 
+    , 
     /**
      * DNS servers and search domains for the VPN builder.
      */
-    var `dns`: List<kotlin.String> = listOf(), 
-    var `mtu`: kotlin.UShort? = null, 
+    var `dns`: List<kotlin.String> = listOf() 
+    , 
+    var `mtu`: kotlin.UShort? = null 
+    , 
     /**
      * Persistent keepalive towards members, seconds (None: 25; 0: off).
      * Keeps NAT mappings open and starts handshakes as soon as a member appears.
      */
-    var `meshKeepalive`: kotlin.UShort? = null
-) {
+    var `meshKeepalive`: kotlin.UShort? = null 
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3289,25 +3297,38 @@ public object FfiConverterTypeClusterConfig: FfiConverterRustBuffer<ClusterConfi
  * One member of the cluster (`Tunnel.cluster_status`).
  */
 data class ClusterMember (
-    var `publicKey`: kotlin.String, 
-    var `vip`: kotlin.String, 
+    var `publicKey`: kotlin.String
+    , 
+    var `vip`: kotlin.String
+    , 
     /**
      * Its IPv6 VIP if it is dual-stack.
      */
-    var `vip6`: kotlin.String?, 
+    var `vip6`: kotlin.String?
+    , 
     /**
      * Where we send to it now (the Nucleus's address while relayed).
      */
-    var `endpoint`: kotlin.String?, 
+    var `endpoint`: kotlin.String?
+    , 
     /**
      * Its address as the Nucleus sees it.
      */
-    var `reflexiveEndpoint`: kotlin.String?, 
-    var `path`: MemberPath, 
-    var `lastHandshakeAgeNanos`: kotlin.ULong?, 
-    var `rxBytes`: kotlin.ULong, 
+    var `reflexiveEndpoint`: kotlin.String?
+    , 
+    var `path`: MemberPath
+    , 
+    var `lastHandshakeAgeNanos`: kotlin.ULong?
+    , 
+    var `rxBytes`: kotlin.ULong
+    , 
     var `txBytes`: kotlin.ULong
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3361,36 +3382,51 @@ public object FfiConverterTypeClusterMember: FfiConverterRustBuffer<ClusterMembe
  * The cluster side of a tunnel created by `Tunnel.join_cluster`.
  */
 data class ClusterStatus (
-    var `state`: ClusterState, 
+    var `state`: ClusterState
+    , 
     /**
      * Our VIP with the cluster's prefix.
      */
-    var `vip`: kotlin.String, 
+    var `vip`: kotlin.String
+    , 
     /**
      * Our IPv6 VIP with its prefix (dual stack).
      */
-    var `vip6`: kotlin.String?, 
-    var `nucleusEndpoint`: kotlin.String, 
+    var `vip6`: kotlin.String?
+    , 
+    var `nucleusEndpoint`: kotlin.String
+    , 
     /**
      * Our address as the Nucleus last saw it (our NAT mapping).
      */
-    var `reflexiveEndpoint`: kotlin.String?, 
-    var `members`: List<ClusterMember>, 
+    var `reflexiveEndpoint`: kotlin.String?
+    , 
+    var `members`: List<ClusterMember>
+    , 
     /**
      * The peer-list version applied last (0: none yet).
      */
-    var `listVersion`: kotlin.UInt, 
+    var `listVersion`: kotlin.UInt
+    , 
     /**
      * Signaling messages sent to and received from the Nucleus.
      */
-    var `signalingSent`: kotlin.ULong, 
-    var `signalingReceived`: kotlin.ULong, 
+    var `signalingSent`: kotlin.ULong
+    , 
+    var `signalingReceived`: kotlin.ULong
+    , 
     /**
      * Datagrams relayed through the Nucleus, out and in.
      */
-    var `relayedOut`: kotlin.ULong, 
+    var `relayedOut`: kotlin.ULong
+    , 
     var `relayedIn`: kotlin.ULong
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3453,9 +3489,15 @@ data class Datagram (
     /**
      * `ip:port` (`[ipv6]:port`).
      */
-    var `endpoint`: kotlin.String, 
+    var `endpoint`: kotlin.String
+    , 
     var `data`: kotlin.ByteArray
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3489,16 +3531,26 @@ public object FfiConverterTypeDatagram: FfiConverterRustBuffer<Datagram> {
  * iOS `NEPacketTunnelNetworkSettings`).
  */
 data class InterfaceSettings (
-    var `addresses`: List<IpNetwork>, 
+    var `addresses`: List<IpNetwork>
+    , 
     /**
      * The union of all peers' allowed IPs: what to route into the tunnel.
      */
-    var `routes`: List<IpNetwork>, 
-    var `dnsServers`: List<kotlin.String>, 
-    var `searchDomains`: List<kotlin.String>, 
-    var `mtu`: kotlin.UShort, 
+    var `routes`: List<IpNetwork>
+    , 
+    var `dnsServers`: List<kotlin.String>
+    , 
+    var `searchDomains`: List<kotlin.String>
+    , 
+    var `mtu`: kotlin.UShort
+    , 
     var `listenPort`: kotlin.UShort?
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3543,9 +3595,15 @@ public object FfiConverterTypeInterfaceSettings: FfiConverterRustBuffer<Interfac
  * An IP address with a prefix length, for VPN builders.
  */
 data class IpNetwork (
-    var `address`: kotlin.String, 
+    var `address`: kotlin.String
+    , 
     var `prefixLength`: kotlin.UByte
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3578,22 +3636,31 @@ public object FfiConverterTypeIpNetwork: FfiConverterRustBuffer<IpNetwork> {
  * A `[Peer]` section.
  */
 data class PeerSpec (
-    var `publicKey`: kotlin.String, 
-    var `presharedKey`: kotlin.String? = null, 
+    var `publicKey`: kotlin.String
+    , 
+    var `presharedKey`: kotlin.String? = null 
+    , 
     /**
      * Prefixes routed to this peer, e.g. `0.0.0.0/0`, `10.0.0.0/24`.
      */
-    var `allowedIps`: List<kotlin.String>, 
+    var `allowedIps`: List<kotlin.String>
+    , 
     /**
      * `ip:port`, `[ipv6]:port` or `hostname:port` (resolved by
      * `Tunnel.resolve_endpoints`).
      */
-    var `endpoint`: kotlin.String? = null, 
+    var `endpoint`: kotlin.String? = null 
+    , 
     /**
      * Seconds; None or 0 disables.
      */
-    var `persistentKeepalive`: kotlin.UShort? = null
-) {
+    var `persistentKeepalive`: kotlin.UShort? = null 
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3635,18 +3702,30 @@ public object FfiConverterTypePeerSpec: FfiConverterRustBuffer<PeerSpec> {
  * One peer in `Tunnel.stats`.
  */
 data class PeerStatus (
-    var `publicKey`: kotlin.String, 
-    var `endpoint`: kotlin.String?, 
-    var `allowedIps`: List<kotlin.String>, 
-    var `persistentKeepalive`: kotlin.UShort?, 
+    var `publicKey`: kotlin.String
+    , 
+    var `endpoint`: kotlin.String?
+    , 
+    var `allowedIps`: List<kotlin.String>
+    , 
+    var `persistentKeepalive`: kotlin.UShort?
+    , 
     /**
      * Nanoseconds since the last completed handshake (None: never).
      */
-    var `lastHandshakeAgeNanos`: kotlin.ULong?, 
-    var `rxBytes`: kotlin.ULong, 
-    var `txBytes`: kotlin.ULong, 
+    var `lastHandshakeAgeNanos`: kotlin.ULong?
+    , 
+    var `rxBytes`: kotlin.ULong
+    , 
+    var `txBytes`: kotlin.ULong
+    , 
     var `hasSession`: kotlin.Boolean
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3700,25 +3779,35 @@ data class TunnelConfig (
     /**
      * `[Interface] PrivateKey`.
      */
-    var `privateKey`: kotlin.String, 
+    var `privateKey`: kotlin.String
+    , 
     /**
      * `ListenPort`: the UDP port the host should bind (None = any).
      */
-    var `listenPort`: kotlin.UShort? = null, 
+    var `listenPort`: kotlin.UShort? = null 
+    , 
     /**
      * `Address`: the tunnel's own addresses with prefix, e.g. `10.0.0.2/24`.
      */
-    var `addresses`: List<kotlin.String>, 
+    var `addresses`: List<kotlin.String>
+    , 
     /**
      * `DNS`: server addresses and search domains.
      */
-    var `dns`: List<kotlin.String>, 
+    var `dns`: List<kotlin.String>
+    , 
     /**
      * `MTU` (default 1420).
      */
-    var `mtu`: kotlin.UShort? = null, 
+    var `mtu`: kotlin.UShort? = null 
+    , 
     var `peers`: List<PeerSpec>
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3760,22 +3849,32 @@ public object FfiConverterTypeTunnelConfig: FfiConverterRustBuffer<TunnelConfig>
 
 
 data class TunnelStats (
-    var `peers`: List<PeerStatus>, 
-    var `rxBytes`: kotlin.ULong, 
-    var `txBytes`: kotlin.ULong, 
+    var `peers`: List<PeerStatus>
+    , 
+    var `rxBytes`: kotlin.ULong
+    , 
+    var `txBytes`: kotlin.ULong
+    , 
     /**
      * Datagrams dropped since the tunnel started (invalid, replayed, …).
      */
-    var `datagramsRejected`: kotlin.ULong, 
+    var `datagramsRejected`: kotlin.ULong
+    , 
     /**
      * Events lost because the host did not poll them.
      */
-    var `eventsDropped`: kotlin.ULong, 
+    var `eventsDropped`: kotlin.ULong
+    , 
     /**
      * Packets `send_ip_batch` could not send (no route, not IP, …).
      */
     var `packetsDropped`: kotlin.ULong
-) {
+    
+){
+    
+
+    
+
     
     companion object
 }
@@ -3838,6 +3937,10 @@ enum class ClusterState {
      * `leave_cluster` was called.
      */
     LEFT;
+
+    
+
+
     companion object
 }
 
@@ -3878,7 +3981,11 @@ sealed class DatagramOutcome {
      * Send `datagram` back to where it came from (a handshake response or cookie reply).
      */
     data class Reply(
-        val `datagram`: kotlin.ByteArray) : DatagramOutcome() {
+        val `datagram`: kotlin.ByteArray) : DatagramOutcome()
+        
+    {
+        
+
         companion object
     }
     
@@ -3886,7 +3993,11 @@ sealed class DatagramOutcome {
      * A decrypted IP packet for the TUN device.
      */
     data class Packet(
-        val `packet`: kotlin.ByteArray) : DatagramOutcome() {
+        val `packet`: kotlin.ByteArray) : DatagramOutcome()
+        
+    {
+        
+
         companion object
     }
     
@@ -3895,12 +4006,21 @@ sealed class DatagramOutcome {
      * (`replay`, `decrypt-failed`, …). The sender's fault, not the host's.
      */
     data class Rejected(
-        val `reason`: kotlin.String) : DatagramOutcome() {
+        val `reason`: kotlin.String) : DatagramOutcome()
+        
+    {
+        
+
         companion object
     }
     
 
     
+
+    
+    
+
+
     companion object
 }
 
@@ -3924,7 +4044,7 @@ public object FfiConverterTypeDatagramOutcome : FfiConverterRustBuffer<DatagramO
         }
     }
 
-    override fun allocationSize(value: DatagramOutcome) = when(value) {
+    override fun allocationSize(value: DatagramOutcome): ULong = when(value) {
         is DatagramOutcome.Done -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
@@ -3994,6 +4114,10 @@ enum class LogLevel {
     INFO,
     DEBUG,
     TRACE;
+
+    
+
+
     companion object
 }
 
@@ -4041,6 +4165,10 @@ enum class MemberPath {
      * Through the Nucleus's relay (still end-to-end encrypted).
      */
     RELAYED;
+
+    
+
+
     companion object
 }
 
@@ -4224,6 +4352,9 @@ sealed class TunnelException: kotlin.Exception() {
             get() = "detail=${ `detail` }"
     }
     
+
+    
+
 
     companion object ErrorHandler : UniffiRustCallStatusErrorHandler<TunnelException> {
         override fun lift(error_buf: RustBuffer.ByValue): TunnelException = FfiConverterTypeTunnelError.lift(error_buf)
@@ -4436,7 +4567,11 @@ sealed class TunnelEvent {
      */
     data class PeerUp(
         val `publicKey`: kotlin.String, 
-        val `initiator`: kotlin.Boolean) : TunnelEvent() {
+        val `initiator`: kotlin.Boolean) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4447,7 +4582,11 @@ sealed class TunnelEvent {
      */
     data class SessionRenewed(
         val `publicKey`: kotlin.String, 
-        val `initiator`: kotlin.Boolean) : TunnelEvent() {
+        val `initiator`: kotlin.Boolean) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4455,7 +4594,11 @@ sealed class TunnelEvent {
      * The peer's keys expired after a long silence; it is down until the next handshake.
      */
     data class PeerDown(
-        val `publicKey`: kotlin.String) : TunnelEvent() {
+        val `publicKey`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4464,7 +4607,11 @@ sealed class TunnelEvent {
      */
     data class EndpointChanged(
         val `publicKey`: kotlin.String, 
-        val `endpoint`: kotlin.String) : TunnelEvent() {
+        val `endpoint`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4472,7 +4619,11 @@ sealed class TunnelEvent {
      * A handshake attempt timed out (90 s without an answer); queued packets were dropped.
      */
     data class HandshakeFailed(
-        val `publicKey`: kotlin.String) : TunnelEvent() {
+        val `publicKey`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4482,7 +4633,11 @@ sealed class TunnelEvent {
      * or the peer contacts us. Once per peer until it has an endpoint.
      */
     data class EndpointNeeded(
-        val `publicKey`: kotlin.String) : TunnelEvent() {
+        val `publicKey`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4492,7 +4647,11 @@ sealed class TunnelEvent {
      */
     data class ClusterJoined(
         val `vip`: kotlin.String, 
-        val `reflexiveEndpoint`: kotlin.String?) : TunnelEvent() {
+        val `reflexiveEndpoint`: kotlin.String?) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4501,7 +4660,11 @@ sealed class TunnelEvent {
      * `reason`: `vip-in-use`, `unauthorized`, `capacity`, `rate-limited`, …
      */
     data class ClusterRefused(
-        val `reason`: kotlin.String) : TunnelEvent() {
+        val `reason`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4517,7 +4680,11 @@ sealed class TunnelEvent {
      */
     data class MemberJoined(
         val `publicKey`: kotlin.String, 
-        val `vip`: kotlin.String) : TunnelEvent() {
+        val `vip`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4525,7 +4692,11 @@ sealed class TunnelEvent {
      * A member left or expired; its peer and route are gone.
      */
     data class MemberLeft(
-        val `publicKey`: kotlin.String) : TunnelEvent() {
+        val `publicKey`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4534,7 +4705,11 @@ sealed class TunnelEvent {
      * is configured as a peer already).
      */
     data class MemberSkipped(
-        val `publicKey`: kotlin.String) : TunnelEvent() {
+        val `publicKey`: kotlin.String) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4544,7 +4719,11 @@ sealed class TunnelEvent {
      */
     data class MemberPathChanged(
         val `publicKey`: kotlin.String, 
-        val `relayed`: kotlin.Boolean) : TunnelEvent() {
+        val `relayed`: kotlin.Boolean) : TunnelEvent()
+        
+    {
+        
+
         companion object
     }
     
@@ -4556,6 +4735,11 @@ sealed class TunnelEvent {
     
 
     
+
+    
+    
+
+
     companion object
 }
 
@@ -4613,7 +4797,7 @@ public object FfiConverterTypeTunnelEvent : FfiConverterRustBuffer<TunnelEvent>{
         }
     }
 
-    override fun allocationSize(value: TunnelEvent) = when(value) {
+    override fun allocationSize(value: TunnelEvent): ULong = when(value) {
         is TunnelEvent.PeerUp -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
@@ -5252,7 +5436,8 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
          */ fun `generatePrivateKey`(): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_generate_private_key(
+    UniffiLib.uniffi_omni_ffi_fn_func_generate_private_key(
+    
         _status)
 }
     )
@@ -5265,7 +5450,9 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
     @Throws(TunnelException::class) fun `keyFromBase64`(`text`: kotlin.String): kotlin.ByteArray {
             return FfiConverterByteArray.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_key_from_base64(
+    UniffiLib.uniffi_omni_ffi_fn_func_key_from_base64(
+    
+        
         FfiConverterString.lower(`text`),_status)
 }
     )
@@ -5278,7 +5465,9 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
     @Throws(TunnelException::class) fun `keyToBase64`(`key`: kotlin.ByteArray): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_key_to_base64(
+    UniffiLib.uniffi_omni_ffi_fn_func_key_to_base64(
+    
+        
         FfiConverterByteArray.lower(`key`),_status)
 }
     )
@@ -5293,7 +5482,8 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
          */ fun `nucleusKeyQuery`(): kotlin.ByteArray {
             return FfiConverterByteArray.lift(
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_nucleus_key_query(
+    UniffiLib.uniffi_omni_ffi_fn_func_nucleus_key_query(
+    
         _status)
 }
     )
@@ -5305,7 +5495,8 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
          */ fun `omniVersion`(): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_omni_version(
+    UniffiLib.uniffi_omni_ffi_fn_func_omni_version(
+    
         _status)
 }
     )
@@ -5318,7 +5509,9 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
          */ fun `parseNucleusKeyReply`(`datagram`: kotlin.ByteArray): kotlin.String? {
             return FfiConverterOptionalString.lift(
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(
+    UniffiLib.uniffi_omni_ffi_fn_func_parse_nucleus_key_reply(
+    
+        
         FfiConverterByteArray.lower(`datagram`),_status)
 }
     )
@@ -5331,7 +5524,9 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
     @Throws(TunnelException::class) fun `parseWgQuick`(`text`: kotlin.String): TunnelConfig {
             return FfiConverterTypeTunnelConfig.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_parse_wg_quick(
+    UniffiLib.uniffi_omni_ffi_fn_func_parse_wg_quick(
+    
+        
         FfiConverterString.lower(`text`),_status)
 }
     )
@@ -5344,8 +5539,24 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
     @Throws(TunnelException::class) fun `publicKeyFromPrivate`(`privateKey`: kotlin.String): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCallWithError(TunnelException) { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_public_key_from_private(
+    UniffiLib.uniffi_omni_ffi_fn_func_public_key_from_private(
+    
+        
         FfiConverterString.lower(`privateKey`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * Writes a config as wg-quick text (it contains the private key).
+         */ fun `toWgQuick`(`config`: TunnelConfig): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_omni_ffi_fn_func_to_wg_quick(
+    
+        
+        FfiConverterTypeTunnelConfig.lower(`config`),_status)
 }
     )
     }
@@ -5357,22 +5568,13 @@ public object FfiConverterSequenceTypeDatagramOutcome: FfiConverterRustBuffer<Li
          */ fun `setLogSink`(`sink`: LogSink?, `maxLevel`: LogLevel)
         = 
     uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_set_log_sink(
-        FfiConverterOptionalTypeLogSink.lower(`sink`),FfiConverterTypeLogLevel.lower(`maxLevel`),_status)
+    UniffiLib.uniffi_omni_ffi_fn_func_set_log_sink(
+    
+        
+        FfiConverterOptionalTypeLogSink.lower(`sink`),
+        FfiConverterTypeLogLevel.lower(`maxLevel`),_status)
 }
     
-    
-
-        /**
-         * Writes a config as wg-quick text (it contains the private key).
-         */ fun `toWgQuick`(`config`: TunnelConfig): kotlin.String {
-            return FfiConverterString.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.INSTANCE.uniffi_omni_ffi_fn_func_to_wg_quick(
-        FfiConverterTypeTunnelConfig.lower(`config`),_status)
-}
-    )
-    }
     
 
 
