@@ -36,10 +36,6 @@ pub(crate) const MAX_DATAGRAM: usize = 65535 + 256;
 /// Nucleus session (16 + padding 15 + tag 16): len + 130; rounded up.
 pub(crate) const CLUSTER_OVERHEAD: usize = 160;
 
-/// A handshake initiation: its length and first byte (message type 1).
-const INITIATION_LEN: usize = 148;
-const MSG_INITIATION: u8 = 1;
-
 /// Events kept for a host that does not poll them; the oldest go first.
 const MAX_QUEUED_EVENTS: usize = 1024;
 
@@ -157,13 +153,11 @@ struct PeerMeta {
     member: bool,
     /// `EndpointNeeded` was reported and the peer has no endpoint yet.
     endpoint_needed: bool,
-    /// We sent an initiation and no handshake completed or failed since.
-    handshaking: bool,
 }
 
 impl PeerMeta {
     fn new(public_key: PublicKey, hostname: Option<(String, u16)>, member: bool) -> Self {
-        PeerMeta { public_key, hostname, up: false, member, endpoint_needed: false, handshaking: false }
+        PeerMeta { public_key, hostname, up: false, member, endpoint_needed: false }
     }
 }
 
@@ -229,7 +223,6 @@ fn translate(
     let translated = match e {
         Event::HandshakeCompleted { initiator, .. } => {
             m.endpoint_needed = false;
-            m.handshaking = false;
             if m.up {
                 TunnelEvent::SessionRenewed { public_key: key, initiator }
             } else {
@@ -242,7 +235,6 @@ fn translate(
             TunnelEvent::EndpointChanged { public_key: key, endpoint: endpoint.to_string() }
         }
         Event::HandshakeFailed { .. } => {
-            m.handshaking = false;
             TunnelEvent::HandshakeFailed { public_key: key }
         }
         Event::KeysExpired { .. } => {
@@ -611,14 +603,6 @@ impl Tunnel {
                 r
             }
         };
-        // Remember handshakes in flight, so a rebind can restart them at once.
-        if let Ok(Some(t)) = &r {
-            if t.len == INITIATION_LEN && out.first() == Some(&MSG_INITIATION) {
-                if let Some(m) = st.peers.get_mut(&t.peer) {
-                    m.handshaking = true;
-                }
-            }
-        }
         r
     }
 
@@ -643,16 +627,9 @@ impl Tunnel {
         if let Some(c) = st.cluster.as_mut() {
             c.client.network_changed(now);
         }
-        // Sessions rehandshake (the node); handshakes in flight start over
-        // from the new address at once instead of at their retransmit timer.
+        // Sessions rehandshake, and handshakes in flight start over from the
+        // new address at once instead of at their retransmit timer.
         st.node.rebind(now);
-        let State { node, peers, .. } = st;
-        for (&id, m) in peers.iter() {
-            let sessionless = node.peer_stats(id).is_some_and(|s| s.endpoint.is_some() && !s.has_session);
-            if m.handshaking && sessionless {
-                node.initiate_now(now, id);
-            }
-        }
     }
 
     pub(crate) fn poll_timeout_instant(&self) -> Option<Instant> {
