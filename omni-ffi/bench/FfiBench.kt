@@ -3,35 +3,36 @@
 // encrypted by tunnel A and decrypted by tunnel B (both directions of the data
 // path). Columns:
 //
-//   uniffi/JNA, per packet : a.sendIp(ByteArray) + b.handleDatagram(String, ByteArray),
-//                            the generated Kotlin bindings as an app calls them
-//   uniffi/JNA, batch of N : a.sendIpBatch(List) + b.handleDatagramBatch(List),
-//                            N packets per call (what iOS' readPackets hands over)
+//   omni-core direct       : the anchor: omni-core's Node called from Rust with
+//                            no omni-ffi layer (omni_ffi::bench_anchor, feature
+//                            bench-anchor), in place; one JNA call per round of
+//                            thousands of packets, so it runs in this process
 //   JNI, direct ByteBuffer : OmniNative.sendIp + OmniNative.handleDatagram in place
 //                            on one direct buffer (Android's packet path)
-//   JNA direct mapping     : the C API (omni_tunnel_send_ip_in_place +
-//                            omni_tunnel_handle_datagram_in_place) bound from
-//                            Kotlin with JNA's direct mapping (Native.register),
-//                            in place on native memory: Kotlin/JNA without
-//                            uniffi's generated (interface-mapped) glue
+//   Kotlin/JNA PacketPath  : net.omninervous.jna.PacketPath (omni-ffi/kotlin), the
+//                            C API's in-place calls bound with JNA direct mapping,
+//                            on direct buffers (JVM hosts' packet path)
+//   uniffi/JNA, per packet : a.sendIp(ByteArray) + b.handleDatagram(String, ByteArray),
+//                            the generated Kotlin bindings as an app calls them
+//   uniffi/JNA, batch of N : a.sendIpBatch(List) + b.handleDatagramBatch(List)
 //
 // plus where the uniffi time goes: the cost of a uniffi call that moves no
 // bytes (Tunnel.nowNanos) and of each half alone.
 //
-// Rounds alternate between the columns; the best round of each is reported
-// (as in the Rust example). The direct omni-core figures come from the Rust
-// example run by omni-ffi/bench/ffi-overhead.sh just before, passed as
-// -Dbench.direct.ns / -Dbench.direct.inplace.ns, and the ratios are printed
-// against them. Run it through that script.
+// Every measured round (sample) is bracketed by two anchor rounds of the same
+// length, and its ratio is taken against their mean: the anchor runs in the same process at the same
+// moment, so CPU frequency, steal and cache state hit both alike. The ratio
+// printed is the median over rounds (the best rounds are printed too). Run it
+// through omni-ffi/bench/ffi-overhead.sh.
 package net.omninervous.bench
 
-import com.sun.jna.Memory
 import com.sun.jna.Native
 import com.sun.jna.NativeLibrary
 import com.sun.jna.Pointer
-import com.sun.jna.ptr.PointerByReference
 import net.omninervous.ffi.OmniNative
+import net.omninervous.jna.PacketPath
 import net.omninervous.uniffi.*
+import java.net.InetSocketAddress
 import java.nio.ByteBuffer
 
 const val PACKET = 1420
@@ -76,15 +77,15 @@ fun setup(): Pair2 {
     return Pair2(a, b, fromA)
 }
 
-/** ns per packet over one round of [PACKETS] packets. */
-inline fun timed(body: () -> Unit): Double {
+/** ns per packet over one round of [packets] packets. */
+inline fun timed(packets: Int = PACKETS, body: () -> Unit): Double {
     val start = System.nanoTime()
     body()
-    return (System.nanoTime() - start).toDouble() / PACKETS
+    return (System.nanoTime() - start).toDouble() / packets
 }
 
-fun uniffiPerPacket(p: Pair2, pkt: ByteArray): Double = timed {
-    for (i in 0 until PACKETS) {
+fun uniffiPerPacket(p: Pair2, pkt: ByteArray, packets: Int): Double = timed(packets) {
+    for (i in 0 until packets) {
         val d = p.a.sendIp(pkt) ?: fail("sendIp queued")
         val r = p.b.handleDatagram(p.fromA, d.data)
         if (r !is DatagramOutcome.Packet || r.packet.size != PACKET) fail("uniffi: not decrypted: $r")
@@ -105,13 +106,13 @@ fun uniffiBatch(p: Pair2, pkt: ByteArray): Double {
     return ns * PACKETS / (rounds * BATCH)
 }
 
-fun uniffiSendOnly(p: Pair2, pkt: ByteArray): Double = timed {
-    for (i in 0 until PACKETS) p.a.sendIp(pkt) ?: fail("sendIp queued")
+fun uniffiSendOnly(p: Pair2, pkt: ByteArray, packets: Int): Double = timed(packets) {
+    for (i in 0 until packets) p.a.sendIp(pkt) ?: fail("sendIp queued")
 }
 
-fun uniffiEmptyCall(p: Pair2): Double {
+fun uniffiEmptyCall(p: Pair2, calls: Int): Double {
     var sum = 0uL
-    val ns = timed { for (i in 0 until PACKETS) sum += p.a.nowNanos() }
+    val ns = timed(calls) { for (i in 0 until calls) sum += p.a.nowNanos() }
     if (sum == 0uL) fail("clock")
     return ns
 }
@@ -132,8 +133,8 @@ class Jni(p: Pair2) {
     // One buffer, ping-pong in place: A encrypts buf[16..] into buf[0..], B
     // decrypts it back to buf[16..], which is A's next input. No copies, as on
     // a phone where the TUN read and the UDP receive fill the buffer.
-    fun round(): Double = timed {
-        for (i in 0 until PACKETS) {
+    fun round(packets: Int = PACKETS): Double = timed(packets) {
+        for (i in 0 until packets) {
             val r = OmniNative.sendIp(ha, buf, PACKET, epA)
             if (OmniNative.kind(r) != OmniNative.KIND_NETWORK) fail("JNI sendIp: $r")
             val q = OmniNative.handleDatagram(hb, buf, OmniNative.length(r), epB)
@@ -146,147 +147,178 @@ class Jni(p: Pair2) {
         return pkt.indices.all { buf.get(OmniNative.IN_PLACE_OFFSET + it) == pkt[it] }
     }
 
+    fun emptyCall(calls: Int): Double {
+        var sum = 0L
+        val ns = timed(calls) { for (i in 0 until calls) sum += OmniNative.pollTimeout(ha) }
+        if (sum == 0L) fail("pollTimeout")
+        return ns
+    }
+
     fun release() {
         OmniNative.release(ha)
         OmniNative.release(hb)
     }
 }
 
-/**
- * The packet calls of the C API (bindings/c/omni.h) bound with JNA's direct
- * mapping: `Native.register` binds these `external` functions to the library's
- * symbols, so a call is one JNI transition with primitive and pointer
- * arguments (no reflection, no Structure objects). Enums are C ints, size_t
- * and uint64_t are Java longs (64-bit Linux).
- */
-object OmniC {
-    const val RESULT_OK = 0
-    const val KIND_TUN = 1
-    const val KIND_NETWORK = 2
-    const val IN_PLACE_OFFSET = 16 // OMNI_IN_PLACE_OFFSET
-    const val OVERHEAD = 47 // OMNI_OVERHEAD
+/** The anchor: omni-core direct, from omni_ffi::bench_anchor (JNA direct mapping). */
+object Anchor {
+    @JvmStatic external fun omni_bench_core_pair_new(): Pointer?
+    @JvmStatic external fun omni_bench_core_pair_round_in_place(pair: Pointer, packets: Long): Double
+    @JvmStatic external fun omni_bench_core_pair_free(pair: Pointer)
 
-    // struct OmniOutput { int kind; size_t offset; size_t len; OmniEndpoint endpoint; size_t needed; }
-    const val OUTPUT_SIZE = 56
-    const val OUTPUT_KIND = 0L
-    const val OUTPUT_LEN = 16L
+    private lateinit var pair: Pointer
 
-    // struct OmniEndpoint { uint8_t family; uint16_t port; uint8_t addr[16]; }
-    const val ENDPOINT_SIZE = 20
+    fun open(library: String) {
+        Native.register(Anchor::class.java, NativeLibrary.getInstance(library))
+        pair = omni_bench_core_pair_new()
+            ?: fail("omni_bench_core_pair_new: no anchor (library built without the bench-anchor feature?)")
+    }
 
-    fun bind(path: String) = Native.register(OmniC::class.java, NativeLibrary.getInstance(path))
+    /** ns per packet of one in-place round of [packets] packets. */
+    fun round(packets: Int = PACKETS): Double {
+        val ns = omni_bench_core_pair_round_in_place(pair, packets.toLong())
+        if (ns <= 0.0) fail("anchor round failed")
+        return ns
+    }
 
-    @JvmStatic external fun omni_tunnel_from_packet_handle(handle: Long, out: PointerByReference): Int
-    @JvmStatic external fun omni_tunnel_free(t: Pointer)
-    @JvmStatic external fun omni_tunnel_send_ip_in_place(t: Pointer, nowNs: Long, buf: Pointer, cap: Long, len: Long, result: Pointer): Int
-    @JvmStatic external fun omni_tunnel_handle_datagram_in_place(
-        t: Pointer, nowNs: Long, from: Pointer, buf: Pointer, len: Long, result: Pointer): Int
+    fun close() = omni_bench_core_pair_free(pair)
 }
 
-class JnaDirect(p: Pair2, library: String) {
-    val ta: Pointer
-    val tb: Pointer
-    val cap = OmniC.IN_PLACE_OFFSET + PACKET + OmniC.OVERHEAD + 64
-    val buf = Memory(cap.toLong())
-    val out = Memory(OmniC.OUTPUT_SIZE.toLong())
-    val from = Memory(OmniC.ENDPOINT_SIZE.toLong())
+/** The Kotlin/JNA packet path (PacketPath), ping-pong in place like the JNI column. */
+class JnaPath(p: Pair2, library: String) {
+    val a = PacketPath.of(p.a, library)
+    val b = PacketPath.of(p.b, library)
+    val buf: ByteBuffer = ByteBuffer.allocateDirect(PacketPath.IN_PLACE_OFFSET + PACKET + PacketPath.OVERHEAD + 64)
+    // A's address as B sees it: 127.0.0.1:1000 (the endpoint B learnt in setup()).
+    val fromA: ByteBuffer = PacketPath.endpointBuffer(InetSocketAddress("127.0.0.1", 1000))
 
     init {
-        OmniC.bind(library)
-        ta = tunnel(p.a)
-        tb = tunnel(p.b)
-        buf.write(OmniC.IN_PLACE_OFFSET.toLong(), ipv4(PACKET), 0, PACKET)
-        // A's address as B sees it: 127.0.0.1:1000 (the endpoint B learnt in setup()).
-        from.clear(OmniC.ENDPOINT_SIZE.toLong())
-        from.setByte(0, 4)
-        from.setShort(2, 1000)
-        from.write(4, byteArrayOf(127, 0, 0, 1), 0, 4)
+        val pkt = ipv4(PACKET)
+        for (i in pkt.indices) buf.put(PacketPath.IN_PLACE_OFFSET + i, pkt[i])
     }
 
-    private fun tunnel(t: Tunnel): Pointer {
-        val ref = PointerByReference()
-        val r = OmniC.omni_tunnel_from_packet_handle(t.packetHandle().toLong(), ref)
-        if (r != OmniC.RESULT_OK) fail("omni_tunnel_from_packet_handle: $r")
-        return ref.value
-    }
-
-    // Same ping-pong as the JNI column: A encrypts buf[16..] into buf[0..],
-    // B decrypts it back to buf[16..].
-    fun round(): Double = timed {
-        for (i in 0 until PACKETS) {
-            var r = OmniC.omni_tunnel_send_ip_in_place(ta, 0, buf, cap.toLong(), PACKET.toLong(), out)
-            if (r != OmniC.RESULT_OK || out.getInt(OmniC.OUTPUT_KIND) != OmniC.KIND_NETWORK) fail("JNA sendIp: $r")
-            val len = out.getLong(OmniC.OUTPUT_LEN)
-            r = OmniC.omni_tunnel_handle_datagram_in_place(tb, 0, from, buf, len, out)
-            if (r != OmniC.RESULT_OK || out.getInt(OmniC.OUTPUT_KIND) != OmniC.KIND_TUN ||
-                out.getLong(OmniC.OUTPUT_LEN) != PACKET.toLong()) fail("JNA handleDatagram: $r")
+    fun round(packets: Int = PACKETS): Double = timed(packets) {
+        for (i in 0 until packets) {
+            if (a.sendIp(buf, PACKET) != PacketPath.OK || a.kind != PacketPath.KIND_NETWORK) fail("JNA sendIp")
+            if (b.handleDatagram(fromA, buf, a.length) != PacketPath.OK || b.kind != PacketPath.KIND_TUN ||
+                b.length != PACKET) fail("JNA handleDatagram")
         }
     }
 
     fun intact(): Boolean {
         val pkt = ipv4(PACKET)
-        return buf.getByteArray(OmniC.IN_PLACE_OFFSET.toLong(), PACKET).contentEquals(pkt)
+        return pkt.indices.all { buf.get(PacketPath.IN_PLACE_OFFSET + it) == pkt[it] }
+    }
+
+    /** ns per call of a PacketPath call that moves no bytes (the crossing alone). */
+    fun emptyCall(calls: Int): Double {
+        var sum = 0L
+        val ns = timed(calls) { for (i in 0 until calls) sum += a.pollTimeout() ?: 0L }
+        if (sum == 0L) fail("pollTimeout")
+        return ns
     }
 
     fun release() {
-        OmniC.omni_tunnel_free(ta)
-        OmniC.omni_tunnel_free(tb)
+        a.close()
+        b.close()
     }
+}
+
+/** One column: its rounds' ns per packet and their ratios to the bracketing anchor rounds. */
+class Column(val name: String) {
+    val ns = ArrayList<Double>()
+    val ratios = ArrayList<Double>()
+    val anchors = ArrayList<Double>()
+
+    /** Runs [body] between two anchor rounds of the same length. */
+    fun measure(anchorPackets: Int = PACKETS, body: () -> Double) {
+        val before = Anchor.round(anchorPackets)
+        val x = body()
+        val after = Anchor.round(anchorPackets)
+        val anchor = (before + after) / 2
+        ns += x
+        anchors += anchor
+        ratios += x / anchor
+    }
+
+    fun best() = ns.minOrNull() ?: Double.NaN
+    /** The [q] quantile of the ratios (0.5: the median). */
+    fun quantile(q: Double): Double = ratios.sorted().let { if (it.isEmpty()) Double.NaN else it[((it.size - 1) * q).toInt()] }
+    fun median() = quantile(0.5)
 }
 
 fun main() {
     val library = System.getProperty("omni.ffi.library") ?: fail("-Domni.ffi.library=PATH not set")
     System.load(library)
-    val direct = System.getProperty("bench.direct.ns")?.toDouble()
-    val directInPlace = System.getProperty("bench.direct.inplace.ns")?.toDouble()
+    Anchor.open(library)
     val p = setup()
     val pkt = ipv4(PACKET)
     val jni = Jni(p)
-    val jna = JnaDirect(p, library)
-    val best = DoubleArray(6) { Double.MAX_VALUE }
+    val jna = JnaPath(p, library)
+    // The uniffi per-packet column is ~20x slower: fewer packets per round.
+    val slowPackets = maxOf(PACKETS / 16, 1)
     // Warm-up (JIT), then alternate.
-    uniffiPerPacket(p, pkt); uniffiBatch(p, pkt); jni.round(); jna.round(); uniffiSendOnly(p, pkt); uniffiEmptyCall(p)
-    // -Dbench.profile=per-packet|batch: only that column, for a profiler (JFR).
+    Anchor.round(); jni.round(); jna.round(); uniffiPerPacket(p, pkt, slowPackets); uniffiBatch(p, pkt)
+    uniffiSendOnly(p, pkt, slowPackets); uniffiEmptyCall(p, slowPackets)
+    // -Dbench.profile=per-packet|batch|jna|jni: only that column, for a profiler (JFR).
     when (System.getProperty("bench.profile")) {
-        "per-packet" -> { repeat(ROUNDS) { uniffiPerPacket(p, pkt) }; return }
+        "per-packet" -> { repeat(ROUNDS) { uniffiPerPacket(p, pkt, PACKETS) }; return }
         "batch" -> { repeat(ROUNDS) { uniffiBatch(p, pkt) }; return }
+        "jna" -> { repeat(ROUNDS) { jna.round() }; return }
+        "jni" -> { repeat(ROUNDS) { jni.round() }; return }
+    }
+    val jniCol = Column("JNI, direct ByteBuffer in place")
+    val jnaCol = Column("Kotlin/JNA PacketPath in place")
+    val uniCol = Column("uniffi/JNA, per packet")
+    val batchCol = Column("uniffi/JNA, batches of $BATCH")
+    var sendOnly = Double.MAX_VALUE
+    var emptyCall = Double.MAX_VALUE
+    var jnaEmpty = Double.MAX_VALUE
+    var jniEmpty = Double.MAX_VALUE
+    // The packet paths: many short samples (a tenth of a round each), each
+    // between two anchor samples, so a burst of steal or a frequency change
+    // spoils a few samples, which the median ignores, not a whole column.
+    val fine = maxOf(PACKETS / 10, 1)
+    repeat(ROUNDS * 10) {
+        jniCol.measure(fine) { jni.round(fine) }
+        jnaCol.measure(fine) { jna.round(fine) }
     }
     repeat(ROUNDS) {
-        best[0] = minOf(best[0], uniffiPerPacket(p, pkt))
-        best[1] = minOf(best[1], uniffiBatch(p, pkt))
-        best[2] = minOf(best[2], jni.round())
-        best[3] = minOf(best[3], uniffiSendOnly(p, pkt))
-        best[4] = minOf(best[4], uniffiEmptyCall(p))
-        best[5] = minOf(best[5], jna.round())
+        uniCol.measure(slowPackets) { uniffiPerPacket(p, pkt, slowPackets) }
+        batchCol.measure { uniffiBatch(p, pkt) }
+        sendOnly = minOf(sendOnly, uniffiSendOnly(p, pkt, slowPackets))
+        emptyCall = minOf(emptyCall, uniffiEmptyCall(p, slowPackets))
+        jnaEmpty = minOf(jnaEmpty, jna.emptyCall(PACKETS))
+        jniEmpty = minOf(jniEmpty, jni.emptyCall(PACKETS))
     }
     // B must have kept up with A's sends (its replay window only moves forward).
     if (!jni.intact()) fail("JNI: the packet did not survive the round trip")
-    if (!jna.intact()) fail("JNA direct mapping: the packet did not survive the round trip")
+    if (!jna.intact()) fail("JNA PacketPath: the packet did not survive the round trip")
     jni.release()
     jna.release()
     p.a.destroy()
     p.b.destroy()
+    val anchorBest = listOf(jniCol, jnaCol).flatMap { it.anchors }.minOrNull() ?: Double.NaN
+    Anchor.close()
 
     val mbps = { ns: Double -> PACKET * 8.0 / ns * 1000.0 }
-    fun row(name: String, ns: Double, anchor: Double?, anchorName: String) {
-        val ratio = if (anchor != null) "  ratio %.3f (%+.1f %%) vs %s".format(ns / anchor, (ns / anchor - 1) * 100, anchorName) else ""
-        println("  %-34s: %8.1f ns/packet (%5.0f Mbit/s)%s".format(name, ns, mbps(ns), ratio))
+    println("JVM ($PACKET-byte packets, encrypt + decrypt per packet; JNI and JNA: ${ROUNDS * 10} samples x $fine, uniffi: $ROUNDS rounds, " +
+        "${System.getProperty("java.vm.name")} ${System.getProperty("java.version")})")
+    println("  %-34s: %8.1f ns/packet (%5.0f Mbit/s)  the anchor, in this process".format("omni-core direct, in place", anchorBest, mbps(anchorBest)))
+    for (c in listOf(jniCol, jnaCol, batchCol, uniCol)) {
+        val m = c.median()
+        println("  %-34s: %8.1f ns/packet (%5.0f Mbit/s)  ratio %.3f (%+.1f %%) vs direct (median of %d; quartiles %.3f-%.3f)".format(
+            c.name, c.best(), mbps(c.best()), m, (m - 1) * 100, c.ratios.size, c.quantile(0.25), c.quantile(0.75)))
     }
-    println("JVM ($PACKET-byte packets, encrypt + decrypt per packet, best of $ROUNDS rounds x $PACKETS, ${System.getProperty("java.vm.name")} ${System.getProperty("java.version")})")
-    row("uniffi/JNA, per packet", best[0], direct, "direct")
-    row("uniffi/JNA, batches of $BATCH", best[1], direct, "direct")
-    row("JNI, direct ByteBuffer in place", best[2], directInPlace ?: direct, if (directInPlace != null) "direct in place" else "direct")
-    row("JNA direct mapping, C API in place", best[5], directInPlace ?: direct, if (directInPlace != null) "direct in place" else "direct")
-    println("figures: uniffi_ns=%.1f uniffi_batch_ns=%.1f jni_ns=%.1f uniffi_call_ns=%.1f jna_direct_ns=%.1f".format(best[0], best[1], best[2], best[4], best[5]))
+    println("figures: anchor_ns=%.1f jni_ratio=%.4f jna_ratio=%.4f uniffi_batch_ratio=%.4f uniffi_ratio=%.4f uniffi_call_ns=%.1f".format(
+        anchorBest, jniCol.median(), jnaCol.median(), batchCol.median(), uniCol.median(), emptyCall))
+    println("a call moving no bytes (poll timeout), best round: JNI %.0f ns, Kotlin/JNA PacketPath %.0f ns, uniffi/JNA %.0f ns".format(
+        jniEmpty, jnaEmpty, emptyCall))
     println("where the uniffi time goes (per call):")
-    println("  %-34s: %8.1f ns".format("uniffi call moving no bytes", best[4]))
-    println("  %-34s: %8.1f ns".format("sendIp alone (1420 B in, 1452 out)", best[3]))
-    println("  %-34s: %8.1f ns".format("handleDatagram alone (by difference)", best[0] - best[3]))
-    if (direct != null) {
-        val over = best[0] - direct
-        println("  uniffi/JNA adds %.0f ns per packet over direct omni-core; each uniffi call costs at least %.0f ns".format(over, best[4]))
-        println("  (a method call is 2 JNA calls, clone + call, each building JNA Structures by reflection; byte")
-        println("  arguments and results add RustBuffer alloc/free calls: the Rust side of the same API costs")
-        println("  only the 'uniffi methods from Rust, no FFI' overhead of the Rust example)")
-    }
+    println("  %-34s: %8.1f ns".format("uniffi call moving no bytes", emptyCall))
+    println("  %-34s: %8.1f ns".format("sendIp alone (1420 B in, 1452 out)", sendOnly))
+    println("  %-34s: %8.1f ns".format("handleDatagram alone (by difference)", uniCol.best() - sendOnly))
+    println("  (a uniffi method call builds JNA Structures (call status, RustBuffers) by reflection; byte")
+    println("  arguments and results add RustBuffer alloc/free calls: the Rust side of the same API costs")
+    println("  only the 'uniffi methods from Rust, no FFI' overhead of the Rust example)")
 }

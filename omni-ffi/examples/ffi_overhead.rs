@@ -2,104 +2,26 @@
 //!
 //! One "packet" is an encrypt on tunnel A plus a decrypt on tunnel B (both
 //! directions of the data path). The direct columns drive two omni-core
-//! `Node`s; the FFI columns load `libomni_ffi.so` with dlopen and call the
-//! exported C functions through function pointers, exactly as a C host does
+//! `Node`s (`omni_ffi::bench_anchor::CorePair`, feature `bench-anchor`); the
+//! FFI columns load `libomni_ffi.so` with dlopen and call the exported C functions through function pointers, exactly as a C host does
 //! (null checks, catch_unwind, the tunnel mutex, result structs). Each comes
 //! twice: with separate input and output buffers (`send_ip` /
 //! `handle_datagram`) and in place on one buffer (`*_in_place`: A encrypts
 //! `buf[16..]` into `buf[0..]`, B decrypts it back to `buf[16..]`, A's next
 //! input). Rounds alternate between the columns and the best round of each is
 //! reported. The last line (`figures: ...`) is for omni-ffi/bench/ffi-overhead.sh,
-//! which compares the JVM paths against the direct figures of the same run.
+//! which prints them beside the JVM figures (those have their own in-process anchor).
 //!
-//! Usage: cargo run --release -p omni-ffi [--features ring] --example ffi_overhead [-- path/to/libomni_ffi.so [packets rounds]]
+//! Usage: cargo run --release -p omni-ffi --features bench-anchor[,ring] --example ffi_overhead [-- path/to/libomni_ffi.so [packets rounds]]
 
 use std::ffi::{c_char, c_int, CString};
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
 use omni_core::crypto::DefaultProvider;
-use omni_core::node::{Received, Sent, IN_PLACE_OFFSET};
-use omni_core::storage::Heap;
-use omni_core::{Instant, Node, NodeConfig, PeerConfig, StaticSecret};
+use omni_core::node::IN_PLACE_OFFSET;
+use omni_ffi::bench_anchor::{ipv4_packet, CorePair, PACKET};
 use omni_ffi::capi::{OmniEndpoint, OmniOutput, OmniTunnel};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-
-const PACKET: usize = 1420;
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
-    let mut p = vec![0x5au8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    p
-}
-
-type Core = Node<DefaultProvider, ChaCha20Rng, Heap>;
-
-struct Direct {
-    a: Core,
-    b: Core,
-    from_a: SocketAddr,
-    pkt: Vec<u8>,
-    out_a: Vec<u8>,
-    out_b: Vec<u8>,
-    buf: Vec<u8>,
-    now: Instant,
-}
-
-impl Direct {
-    fn new() -> Self {
-        let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let (ka, kb) = (StaticSecret::random(&mut rng), StaticSecret::random(&mut rng));
-        let (pa, pb) = (ka.public_key::<DefaultProvider>(), kb.public_key::<DefaultProvider>());
-        let cfg = |k| NodeConfig { private_key: Some(k), ..NodeConfig::default() };
-        let mut a: Core = Node::new(cfg(ka), ChaCha20Rng::seed_from_u64(1));
-        let mut b: Core = Node::new(cfg(kb), ChaCha20Rng::seed_from_u64(2));
-        let (from_a, from_b): (SocketAddr, SocketAddr) =
-            ("127.0.0.1:1000".parse().unwrap(), "127.0.0.1:2000".parse().unwrap());
-        let now = Instant::from_secs(10);
-        let ia = a.add_peer(now, PeerConfig { endpoint: Some(from_b), ..PeerConfig::new(pb) }).unwrap();
-        let ib = b.add_peer(now, PeerConfig::new(pa)).unwrap();
-        a.add_allowed_ip(ia, "10.0.0.2/32".parse().unwrap()).unwrap();
-        b.add_allowed_ip(ib, "10.0.0.1/32".parse().unwrap()).unwrap();
-        let (mut out_a, mut out_b) = (vec![0u8; 2048], vec![0u8; 2048]);
-        a.initiate(now, ia);
-        let t = a.poll_transmit(now, &mut out_a).unwrap().unwrap();
-        let Ok(Received::Reply { len }) = b.handle_datagram(now, from_a, &out_a[..t.len], &mut out_b) else { panic!() };
-        a.handle_datagram(now, from_b, &out_b[..len], &mut out_a).unwrap();
-        while a.poll_transmit(now, &mut out_a).unwrap().is_some() {}
-        let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], PACKET);
-        let mut buf = vec![0u8; 2048];
-        buf[IN_PLACE_OFFSET..][..PACKET].copy_from_slice(&pkt);
-        Direct { a, b, from_a, pkt, out_a, out_b, buf, now }
-    }
-
-    fn round(&mut self, packets: usize) -> f64 {
-        let start = StdInstant::now();
-        for _ in 0..packets {
-            let Ok(Sent::Transmit(t)) = self.a.send_ip(self.now, &self.pkt, &mut self.out_a) else { panic!() };
-            let r = self.b.handle_datagram(self.now, self.from_a, &self.out_a[..t.len], &mut self.out_b);
-            assert!(matches!(black_box(r), Ok(Received::Packet { .. })));
-        }
-        start.elapsed().as_nanos() as f64 / packets as f64
-    }
-
-    fn round_in_place(&mut self, packets: usize) -> f64 {
-        let start = StdInstant::now();
-        for _ in 0..packets {
-            let Ok(Sent::Transmit(t)) = self.a.send_ip_in_place(self.now, &mut self.buf, PACKET) else { panic!() };
-            let r = self.b.handle_datagram_in_place(self.now, self.from_a, &mut self.buf[..t.len]);
-            assert!(matches!(black_box(r), Ok(Received::Packet { len: PACKET, .. })));
-        }
-        start.elapsed().as_nanos() as f64 / packets as f64
-    }
-}
 
 type NewFn = unsafe extern "C" fn(*const c_char, *mut *mut OmniTunnel, *mut c_char, usize) -> c_int;
 type FreeFn = unsafe extern "C" fn(*mut OmniTunnel);
@@ -178,7 +100,7 @@ impl Ffi {
             let (mut out_a, mut out_b) = (vec![0u8; 2048], vec![0u8; 2048]);
             let mut o = std::mem::zeroed::<OmniOutput>();
             // Handshake: the first packet is queued and starts it.
-            let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], PACKET);
+            let pkt = ipv4_packet(PACKET);
             assert_eq!(send(a, NOW, pkt.as_ptr(), pkt.len(), out_a.as_mut_ptr(), 2048, &mut o), 0);
             assert_eq!(poll(a, NOW, out_a.as_mut_ptr(), 2048, &mut o), 0);
             assert_eq!(recv(b, NOW, &from_a, out_a.as_ptr(), o.len, out_b.as_mut_ptr(), 2048, &mut o), 0);
@@ -292,7 +214,7 @@ impl Api {
             "[Interface]\nPrivateKey = {kb}\n[Peer]\nPublicKey = {pa}\nAllowedIPs = 10.0.0.1/32\n"
         ))
         .unwrap();
-        let pkt = ipv4([10, 0, 0, 1], [10, 0, 0, 2], PACKET);
+        let pkt = ipv4_packet(PACKET);
         assert!(a.send_ip(pkt.clone()).unwrap().is_none());
         let init = a.poll_transmit().unwrap().unwrap();
         let omni_ffi::DatagramOutcome::Reply { datagram } =
@@ -343,16 +265,16 @@ fn main() {
     let packets: usize = args.next().map_or(20_000, |a| a.parse().expect("packets"));
     let rounds: usize = args.next().map_or(7, |a| a.parse().expect("rounds"));
     let provider = std::any::type_name::<DefaultProvider>().rsplit("::").next().unwrap_or("?").to_owned();
-    let mut direct = Direct::new();
+    let mut direct = CorePair::new().expect("direct: handshake");
     let mut ffi = Ffi::new(&lib);
     let api = Api::new();
     let [mut d, mut di, mut f, mut fi, mut fc, mut u, mut ub] = [f64::MAX; 7];
     // Warm up, then alternate so all columns see the same machine state.
-    direct.round(packets);
+    direct.round(packets).expect("direct round");
     ffi.round(NOW, packets);
     for _ in 0..rounds {
-        d = d.min(direct.round(packets));
-        di = di.min(direct.round_in_place(packets));
+        d = d.min(direct.round(packets).expect("direct round"));
+        di = di.min(direct.round_in_place(packets).expect("direct in place round"));
         f = f.min(ffi.round(NOW, packets));
         fi = fi.min(ffi.round_in_place(NOW, packets));
         fc = fc.min(ffi.round(OMNI_NOW, packets));

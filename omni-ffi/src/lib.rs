@@ -19,6 +19,8 @@
 
 uniffi::setup_scaffolding!();
 
+#[cfg(feature = "bench-anchor")]
+pub mod bench_anchor;
 pub mod capi;
 mod clock;
 mod cluster;

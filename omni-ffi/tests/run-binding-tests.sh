@@ -108,7 +108,7 @@ kotlin_run() {
     mkdir -p "$WORK/kt-bindings" "$WORK/kt"
     javac -d "$WORK/kt-bindings" android/src/main/java/net/omninervous/ffi/OmniNative.java || return 1
     "$KOTLINC" -nowarn -cp "$JNA_JAR:$WORK/kt-bindings" -d "$WORK/kt-bindings" \
-        bindings/kotlin/net/omninervous/uniffi/omni_ffi.kt || return 1
+        bindings/kotlin/net/omninervous/uniffi/omni_ffi.kt omni-ffi/kotlin/net/omninervous/jna/PacketPath.kt || return 1
     # The benchmark too, in the same (slow to start) kotlinc run.
     "$KOTLINC" -nowarn -cp "$JNA_JAR:$WORK/kt-bindings" -d "$WORK/kt" \
         "$TESTS/kotlin/TunnelTest.kt" "$TESTS/kotlin/ClusterTest.kt" omni-ffi/bench/FfiBench.kt || return 1
@@ -132,7 +132,7 @@ bench_quick() {
     local rc=$?
     cat "$WORK/bench.out"
     [ $rc -eq 0 ] || return $rc
-    for row in "ratio C API / direct" "uniffi/JNA, per packet" "uniffi/JNA, batches of" "JNI, direct ByteBuffer in place"; do
+    for row in "ratio C API / direct" "uniffi/JNA, per packet" "uniffi/JNA, batches of" "JNI, direct ByteBuffer in place" "Kotlin/JNA PacketPath in place"; do
         grep "$row" "$WORK/bench.out" | grep -q "ratio" || { echo "no ratio printed for: $row"; return 1; }
     done
 }

@@ -2,6 +2,7 @@
 // handshake, packets both ways, typed errors, a Kotlin HostClock driving the
 // timers, and a Kotlin LogSink. Run by omni-ffi/tests/run-binding-tests.sh.
 import net.omninervous.ffi.OmniNative
+import net.omninervous.jna.PacketPath
 import net.omninervous.uniffi.*
 import java.nio.ByteBuffer
 
@@ -105,6 +106,7 @@ fun scenario() {
     a.onWake()
     check(a.drainTransmits().single().data.size == 148, "wake: A re-handshakes")
     jniPacketPath(a, b)
+    jnaPacketPath(a, b)
     a.destroy()
     b.destroy()
 }
@@ -124,6 +126,67 @@ fun jniPacketPath(a: Tunnel, b: Tunnel) {
     val got = b.handleDatagram("127.0.0.1:1000", dg)
     check(got is DatagramOutcome.Packet && got.packet.contentEquals(pkt), "… which the peer decrypts through uniffi")
     OmniNative.release(handle)
+}
+
+// Kotlin on the JVM through JNA: the same split with PacketPath (the C API's
+// in-place calls, JNA direct mapping), both directions, and its error results.
+fun jnaPacketPath(a: Tunnel, b: Tunnel) {
+    val lib = System.getProperty("omni.ffi.library")
+    val pa = PacketPath.of(a, lib)
+    val pb = PacketPath.of(b, lib)
+    val buf = ByteBuffer.allocateDirect(PacketPath.IN_PLACE_OFFSET + 1420 + PacketPath.OVERHEAD)
+    val fromA = PacketPath.endpointBuffer(java.net.InetSocketAddress("127.0.0.1", 1000))
+    val fromB = PacketPath.endpointBuffer(java.net.InetSocketAddress("127.0.0.1", 2000))
+    fun put(p: ByteArray) { for (i in p.indices) buf.put(PacketPath.IN_PLACE_OFFSET + i, p[i]) }
+    fun packetAt(path: PacketPath) = ByteArray(path.length) { buf.get(path.offset + it) }
+
+    val toB = ipv4(ipA, ipB, ByteArray(1400) { (it * 7).toByte() })
+    put(toB)
+    var r = pa.sendIp(buf, toB.size)
+    check(r == PacketPath.OK && pa.kind == PacketPath.KIND_NETWORK && pa.offset == 0 &&
+        pa.endpoint() == java.net.InetSocketAddress("127.0.0.1", 2000),
+        "JNA PacketPath: A encrypts in place, ${pa.length}-byte datagram to ${pa.endpoint()}")
+    r = pb.handleDatagram(fromA, buf, pa.length)
+    check(r == PacketPath.OK && pb.kind == PacketPath.KIND_TUN && packetAt(pb).contentEquals(toB),
+        "… B decrypts it in place through its PacketPath, intact")
+    val toA = ipv4(ipB, ipA, "back via JNA".toByteArray())
+    put(toA)
+    r = pb.sendIp(buf, toA.size)
+    check(r == PacketPath.OK && pb.kind == PacketPath.KIND_NETWORK, "JNA PacketPath: B -> A datagram")
+    val replayed = ByteArray(pb.length) { buf.get(it) }
+    r = pa.handleDatagram(fromB, buf, pb.length)
+    check(r == PacketPath.OK && pa.kind == PacketPath.KIND_TUN && packetAt(pa).contentEquals(toA), "… A decrypts it intact")
+    for (i in replayed.indices) buf.put(i, replayed[i])
+    check(pa.handleDatagram(fromB, buf, replayed.size) == PacketPath.ERR_DROPPED, "JNA: a replayed datagram is dropped, not thrown")
+    for (i in 0 until 64) buf.put(i, 0x33)
+    check(pa.handleDatagram(fromB, buf, 64) == PacketPath.ERR_DROPPED, "JNA: a garbage datagram is dropped")
+    check(pa.pollTransmit(buf) == PacketPath.OK && pa.kind == PacketPath.KIND_NONE, "JNA: nothing left to send")
+
+    val noRoute = ipv4(ipA, byteArrayOf(10, 9, 9, 9), ByteArray(20))
+    put(noRoute)
+    check(pa.sendIp(buf, noRoute.size) == PacketPath.ERR_NO_ROUTE, "JNA: no peer routes 10.9.9.9")
+    put(toB)
+    val tight = ByteBuffer.allocateDirect(PacketPath.IN_PLACE_OFFSET + toB.size + 8)
+    for (i in toB.indices) tight.put(PacketPath.IN_PLACE_OFFSET + i, toB[i])
+    r = pa.sendIp(tight, toB.size)
+    val needed = pa.needed
+    check(r == PacketPath.ERR_BUFFER_TOO_SMALL && needed > tight.capacity() &&
+        needed <= PacketPath.IN_PLACE_OFFSET + toB.size + PacketPath.OVERHEAD, "JNA: too small a buffer: need $needed B")
+    val roomy = ByteBuffer.allocateDirect(needed.toInt())
+    for (i in toB.indices) roomy.put(PacketPath.IN_PLACE_OFFSET + i, tight.get(PacketPath.IN_PLACE_OFFSET + i))
+    r = pa.sendIp(roomy, toB.size)
+    check(r == PacketPath.OK && pa.kind == PacketPath.KIND_NETWORK, "… the packet was left intact and goes out from a buffer of that size")
+    val again = ByteArray(pa.length) { roomy.get(it) }
+    for (i in again.indices) buf.put(i, again[i])
+    check(pb.handleDatagram(fromA, buf, again.size) == PacketPath.OK && packetAt(pb).contentEquals(toB), "… and B decrypts it")
+    tight.put(PacketPath.IN_PLACE_OFFSET, 0x00)
+    check(pa.sendIp(tight, toB.size) == PacketPath.ERR_NOT_IP, "JNA: not an IP packet")
+    expectThrows<IllegalArgumentException>("JNA: a heap buffer is refused before the call") { pa.sendIp(ByteBuffer.allocate(2048), 20) }
+    check(pa.pollTimeout() != null, "JNA: a deadline is pending (keepalive/rekey timers)")
+    pa.close()
+    pb.close()
+    pa.close()
+    expectThrows<IllegalStateException>("JNA: a closed PacketPath refuses calls") { pa.sendIp(buf, toB.size) }
 }
 
 fun errors() {
