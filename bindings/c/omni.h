@@ -310,6 +310,46 @@ enum OmniResult omni_tunnel_handle_datagram_in_place(const struct OmniTunnel *t,
                                                      size_t len,
                                                      struct OmniOutput *result);
 
+// `omni_tunnel_send_ip_in_place` for `count` packets in one call (one
+// crossing, one clock read): for hosts whose every foreign call is costly
+// (JNA, ctypes). Slot `i` of `buf` is `buf[i * stride..][..stride]`: its
+// packet is at `OMNI_IN_PLACE_OFFSET`, `lens[i]` bytes, and its datagram is
+// written to the slot's start. `codes[i]` and `results[i]` are what the
+// single call would return for that packet. Returns `OK` once the arguments
+// are valid (else nothing was processed); then send the datagrams in order
+// and drain `omni_tunnel_poll_transmit`.
+//
+// # Safety
+// `t` live; `buf` valid for `stride * count` bytes; `lens`, `results` and
+// `codes` valid for `count` elements (NULL only if `count` is 0).
+enum OmniResult omni_tunnel_send_ip_batch_in_place(const struct OmniTunnel *t,
+                                                   uint64_t now_ns,
+                                                   uint8_t *buf,
+                                                   size_t stride,
+                                                   size_t count,
+                                                   const uint32_t *lens,
+                                                   struct OmniOutput *results,
+                                                   enum OmniResult *codes);
+
+// `omni_tunnel_handle_datagram_in_place` for `count` datagrams in one
+// call: slot `i` (`buf[i * stride..][..stride]`) holds `lens[i]` bytes
+// received from `from[i]`; a packet ends up at the slot's
+// `OMNI_IN_PLACE_OFFSET`, a reply at its start. `codes[i]` and `results[i]`
+// as for `omni_tunnel_send_ip_batch_in_place`.
+//
+// # Safety
+// `t` live; `buf` valid for `stride * count` bytes; `from`, `lens`,
+// `results` and `codes` valid for `count` elements (NULL only if `count` is 0).
+enum OmniResult omni_tunnel_handle_datagram_batch_in_place(const struct OmniTunnel *t,
+                                                           uint64_t now_ns,
+                                                           const struct OmniEndpoint *from,
+                                                           uint8_t *buf,
+                                                           size_t stride,
+                                                           size_t count,
+                                                           const uint32_t *lens,
+                                                           struct OmniOutput *results,
+                                                           enum OmniResult *codes);
+
 // The next datagram to send (`result->kind == NETWORK`), or `NONE`. Call
 // until `NONE` after every other call. For a tunnel in a cluster, `out` needs
 // room for relay framing: the largest datagram + 100 bytes (1700 always suffice).

@@ -12,6 +12,8 @@
 //   Kotlin/JNA PacketPath  : net.omninervous.jna.PacketPath (omni-ffi/kotlin), the
 //                            C API's in-place calls bound with JNA direct mapping,
 //                            on direct buffers (JVM hosts' packet path)
+//   Kotlin/JNA, batches    : the same in batches of N (sendIpBatch / handleDatagramBatch:
+//                            N slots of one buffer per call)
 //   uniffi/JNA, per packet : a.sendIp(ByteArray) + b.handleDatagram(String, ByteArray),
 //                            the generated Kotlin bindings as an app calls them
 //   uniffi/JNA, batch of N : a.sendIpBatch(List) + b.handleDatagramBatch(List)
@@ -224,6 +226,52 @@ class JnaPath(p: Pair2, library: String) {
     }
 }
 
+/** The Kotlin/JNA packet path in batches of [BATCH]: slots of one buffer, ping-pong in place. */
+class JnaBatch(p: Pair2, library: String) {
+    val a = PacketPath.of(p.a, library, BATCH)
+    val b = PacketPath.of(p.b, library, BATCH)
+    val stride = 1536
+    val buf: ByteBuffer = ByteBuffer.allocateDirect(stride * BATCH)
+    val from: ByteBuffer = PacketPath.endpointsBuffer(BATCH)
+
+    init {
+        val pkt = ipv4(PACKET)
+        for (i in 0 until BATCH) {
+            for (k in pkt.indices) buf.put(i * stride + PacketPath.IN_PLACE_OFFSET + k, pkt[k])
+            a.setBatchLength(i, PACKET)
+            PacketPath.putEndpoint(from, i, InetSocketAddress("127.0.0.1", 1000))
+        }
+    }
+
+    fun round(packets: Int): Double {
+        val batches = maxOf(packets / BATCH, 1)
+        val ns = timed(batches * BATCH) {
+            for (n in 0 until batches) {
+                if (a.sendIpBatch(buf, stride, BATCH) != PacketPath.OK) fail("JNA sendIpBatch")
+                for (i in 0 until BATCH) {
+                    if (a.batchCode(i) != PacketPath.OK) fail("JNA batch send, slot $i: ${a.batchCode(i)}")
+                    b.setBatchLength(i, a.batchLength(i))
+                }
+                if (b.handleDatagramBatch(from, buf, stride, BATCH) != PacketPath.OK) fail("JNA handleDatagramBatch")
+                for (i in 0 until BATCH) {
+                    if (b.batchCode(i) != PacketPath.OK || b.batchLength(i) != PACKET) fail("JNA batch receive, slot $i")
+                }
+            }
+        }
+        return ns
+    }
+
+    fun intact(): Boolean {
+        val pkt = ipv4(PACKET)
+        return (0 until BATCH).all { i -> pkt.indices.all { buf.get(i * stride + PacketPath.IN_PLACE_OFFSET + it) == pkt[it] } }
+    }
+
+    fun release() {
+        a.close()
+        b.close()
+    }
+}
+
 /** One column: its rounds' ns per packet and their ratios to the bracketing anchor rounds. */
 class Column(val name: String) {
     val ns = ArrayList<Double>()
@@ -255,10 +303,11 @@ fun main() {
     val pkt = ipv4(PACKET)
     val jni = Jni(p)
     val jna = JnaPath(p, library)
+    val jnaBatch = JnaBatch(p, library)
     // The uniffi per-packet column is ~20x slower: fewer packets per round.
     val slowPackets = maxOf(PACKETS / 16, 1)
     // Warm-up (JIT), then alternate.
-    Anchor.round(); jni.round(); jna.round(); uniffiPerPacket(p, pkt, slowPackets); uniffiBatch(p, pkt)
+    Anchor.round(); jni.round(); jna.round(); jnaBatch.round(PACKETS); uniffiPerPacket(p, pkt, slowPackets); uniffiBatch(p, pkt)
     uniffiSendOnly(p, pkt, slowPackets); uniffiEmptyCall(p, slowPackets)
     // -Dbench.profile=per-packet|batch|jna|jni: only that column, for a profiler (JFR).
     when (System.getProperty("bench.profile")) {
@@ -269,6 +318,7 @@ fun main() {
     }
     val jniCol = Column("JNI, direct ByteBuffer in place")
     val jnaCol = Column("Kotlin/JNA PacketPath in place")
+    val jnaBatchCol = Column("Kotlin/JNA PacketPath, batches of $BATCH")
     val uniCol = Column("uniffi/JNA, per packet")
     val batchCol = Column("uniffi/JNA, batches of $BATCH")
     var sendOnly = Double.MAX_VALUE
@@ -282,6 +332,7 @@ fun main() {
     repeat(ROUNDS * 10) {
         jniCol.measure(fine) { jni.round(fine) }
         jnaCol.measure(fine) { jna.round(fine) }
+        jnaBatchCol.measure(fine) { jnaBatch.round(fine) }
     }
     repeat(ROUNDS) {
         uniCol.measure(slowPackets) { uniffiPerPacket(p, pkt, slowPackets) }
@@ -294,24 +345,26 @@ fun main() {
     // B must have kept up with A's sends (its replay window only moves forward).
     if (!jni.intact()) fail("JNI: the packet did not survive the round trip")
     if (!jna.intact()) fail("JNA PacketPath: the packet did not survive the round trip")
+    if (!jnaBatch.intact()) fail("JNA PacketPath batches: a packet did not survive the round trip")
+    jnaBatch.release()
     jni.release()
     jna.release()
     p.a.destroy()
     p.b.destroy()
-    val anchorBest = listOf(jniCol, jnaCol).flatMap { it.anchors }.minOrNull() ?: Double.NaN
+    val anchorBest = listOf(jniCol, jnaCol, jnaBatchCol).flatMap { it.anchors }.minOrNull() ?: Double.NaN
     Anchor.close()
 
     val mbps = { ns: Double -> PACKET * 8.0 / ns * 1000.0 }
     println("JVM ($PACKET-byte packets, encrypt + decrypt per packet; JNI and JNA: ${ROUNDS * 10} samples x $fine, uniffi: $ROUNDS rounds, " +
         "${System.getProperty("java.vm.name")} ${System.getProperty("java.version")})")
     println("  %-34s: %8.1f ns/packet (%5.0f Mbit/s)  the anchor, in this process".format("omni-core direct, in place", anchorBest, mbps(anchorBest)))
-    for (c in listOf(jniCol, jnaCol, batchCol, uniCol)) {
+    for (c in listOf(jniCol, jnaCol, jnaBatchCol, batchCol, uniCol)) {
         val m = c.median()
         println("  %-34s: %8.1f ns/packet (%5.0f Mbit/s)  ratio %.3f (%+.1f %%) vs direct (median of %d; quartiles %.3f-%.3f)".format(
             c.name, c.best(), mbps(c.best()), m, (m - 1) * 100, c.ratios.size, c.quantile(0.25), c.quantile(0.75)))
     }
-    println("figures: anchor_ns=%.1f jni_ratio=%.4f jna_ratio=%.4f uniffi_batch_ratio=%.4f uniffi_ratio=%.4f uniffi_call_ns=%.1f".format(
-        anchorBest, jniCol.median(), jnaCol.median(), batchCol.median(), uniCol.median(), emptyCall))
+    println("figures: anchor_ns=%.1f jni_ratio=%.4f jna_ratio=%.4f jna_batch_ratio=%.4f uniffi_batch_ratio=%.4f uniffi_ratio=%.4f uniffi_call_ns=%.1f".format(
+        anchorBest, jniCol.median(), jnaCol.median(), jnaBatchCol.median(), batchCol.median(), uniCol.median(), emptyCall))
     println("a call moving no bytes (poll timeout), best round: JNI %.0f ns, Kotlin/JNA PacketPath %.0f ns, uniffi/JNA %.0f ns".format(
         jniEmpty, jnaEmpty, emptyCall))
     println("where the uniffi time goes (per call):")

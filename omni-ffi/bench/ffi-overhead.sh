@@ -81,16 +81,17 @@ java -Domni.ffi.library="$LIB" -Djna.library.path="$(dirname "$LIB")" \
 
 python3 - "$(figure direct_ns "$WORK/rust.txt")" "$(figure capi_ns "$WORK/rust.txt")" \
     "$(figure direct_in_place_ns "$WORK/rust.txt")" "$(figure capi_in_place_ns "$WORK/rust.txt")" \
-    "$(figure jni_ratio "$WORK/jvm.txt")" "$(figure jna_ratio "$WORK/jvm.txt")" \
+    "$(figure jni_ratio "$WORK/jvm.txt")" "$(figure jna_ratio "$WORK/jvm.txt")" "$(figure jna_batch_ratio "$WORK/jvm.txt")" \
     "$(figure uniffi_batch_ratio "$WORK/jvm.txt")" "$(figure uniffi_ratio "$WORK/jvm.txt")" <<'EOF'
 import sys
-d, c, di, ci, jni, jna, ub, u = map(float, sys.argv[1:])
+d, c, di, ci, jni, jna, jb, ub, u = map(float, sys.argv[1:])
 print()
 print("summary (per-packet cost over omni-core direct, each against its anchor in the same process; target <= 1.10):")
 print(f"  C API (dlopen, copying)                  : {c / d:.3f}")
 print(f"  C API in place                           : {ci / di:.3f}")
 print(f"  JNI, direct ByteBuffer in place          : {jni:.3f}")
 print(f"  Kotlin/JNA PacketPath (direct mapping)   : {jna:.3f}")
+print(f"  Kotlin/JNA PacketPath, batches of 32     : {jb:.3f}")
 print(f"  uniffi Kotlin/JNA, batches of 32         : {ub:.3f}")
 print(f"  uniffi Kotlin/JNA, per packet            : {u:.3f}")
 EOF

@@ -19,11 +19,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use omni_core::node::{Received, IN_PLACE_OFFSET};
+use omni_core::node::{Received, SendError, IN_PLACE_OFFSET};
 use omni_core::{Instant, Transmit};
 
 use crate::config;
 use crate::error::{recv_code, send_code, OmniResult};
+use crate::tunnel::RxError;
 use crate::tunnel::{Tunnel, TunnelEvent};
 
 /// Pass as `now_ns` to read the tunnel's own clock.
@@ -599,17 +600,9 @@ pub unsafe extern "C" fn omni_tunnel_send_ip_in_place(
     guard(|| {
         let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
         let Some(b) = (unsafe { slice_mut(buf, cap) }) else { return OmniResult::NullArgument };
-        match t.send_ip_in_place(when(t, now_ns), b, len) {
-            Ok(tx) => {
-                unsafe { set_output(result, transmit_output(tx)) };
-                OmniResult::Ok
-            }
-            Err(e) => {
-                let (code, needed) = send_code(e);
-                unsafe { set_output(result, OmniOutput { needed, ..NOTHING }) };
-                code
-            }
-        }
+        let (code, output) = sent_in_place(t.send_ip_in_place(when(t, now_ns), b, len));
+        unsafe { set_output(result, output) };
+        code
     })
 }
 
@@ -618,6 +611,28 @@ fn received_output(r: Received, from: &OmniEndpoint, packet_offset: usize) -> Om
         Received::Done => NOTHING,
         Received::Reply { len } => OmniOutput { kind: OmniOutputKind::Network, len, endpoint: *from, ..NOTHING },
         Received::Packet { len, .. } => OmniOutput { kind: OmniOutputKind::Tun, offset: packet_offset, len, ..NOTHING },
+    }
+}
+
+/// The result code and output of one in-place send.
+fn sent_in_place(r: Result<Option<Transmit>, SendError>) -> (OmniResult, OmniOutput) {
+    match r {
+        Ok(tx) => (OmniResult::Ok, transmit_output(tx)),
+        Err(e) => {
+            let (code, needed) = send_code(e);
+            (code, OmniOutput { needed, ..NOTHING })
+        }
+    }
+}
+
+/// The result code and output of one in-place receive.
+fn received_in_place(r: Result<Received, RxError>, from: &OmniEndpoint) -> (OmniResult, OmniOutput) {
+    match r {
+        Ok(r) => (OmniResult::Ok, received_output(r, from, OMNI_IN_PLACE_OFFSET)),
+        Err(e) => {
+            let (code, needed) = recv_code(e);
+            (code, OmniOutput { needed, ..NOTHING })
+        }
     }
 }
 
@@ -682,17 +697,137 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram_in_place(
         let Some(from) = (unsafe { from.as_ref() }) else { return OmniResult::NullArgument };
         let Some(addr) = socket_addr_of(from) else { return OmniResult::InvalidArgument };
         let Some(b) = (unsafe { slice_mut(buf, len) }) else { return OmniResult::NullArgument };
-        match t.handle_datagram_in_place(when(t, now_ns), addr, b) {
-            Ok(r) => {
-                unsafe { set_output(result, received_output(r, from, OMNI_IN_PLACE_OFFSET)) };
-                OmniResult::Ok
-            }
-            Err(e) => {
-                let (code, needed) = recv_code(e);
-                unsafe { set_output(result, OmniOutput { needed, ..NOTHING }) };
-                code
-            }
+        let (code, output) = received_in_place(t.handle_datagram_in_place(when(t, now_ns), addr, b), from);
+        unsafe { set_output(result, output) };
+        code
+    })
+}
+
+/// The arrays of a batch call: `count` elements each; NULL is refused
+/// unless `count` is 0.
+///
+/// # Safety
+/// Each pointer NULL or valid for `count` elements, unaliased.
+unsafe fn batch_arrays<'a, L>(
+    lens: *const L,
+    results: *mut OmniOutput,
+    codes: *mut OmniResult,
+    count: usize,
+) -> Option<(&'a [L], &'a mut [OmniOutput], &'a mut [OmniResult])> {
+    if count == 0 {
+        return Some((&[], &mut [], &mut []));
+    }
+    if lens.is_null() || results.is_null() || codes.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and valid for `count` elements per the caller's contract.
+    unsafe {
+        Some((
+            std::slice::from_raw_parts(lens, count),
+            std::slice::from_raw_parts_mut(results, count),
+            std::slice::from_raw_parts_mut(codes, count),
+        ))
+    }
+}
+
+/// `omni_tunnel_send_ip_in_place` for `count` packets in one call (one
+/// crossing, one clock read): for hosts whose every foreign call is costly
+/// (JNA, ctypes). Slot `i` of `buf` is `buf[i * stride..][..stride]`: its
+/// packet is at `OMNI_IN_PLACE_OFFSET`, `lens[i]` bytes, and its datagram is
+/// written to the slot's start. `codes[i]` and `results[i]` are what the
+/// single call would return for that packet. Returns `OK` once the arguments
+/// are valid (else nothing was processed); then send the datagrams in order
+/// and drain `omni_tunnel_poll_transmit`.
+///
+/// # Safety
+/// `t` live; `buf` valid for `stride * count` bytes; `lens`, `results` and
+/// `codes` valid for `count` elements (NULL only if `count` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn omni_tunnel_send_ip_batch_in_place(
+    t: *const OmniTunnel,
+    now_ns: u64,
+    buf: *mut u8,
+    stride: usize,
+    count: usize,
+    lens: *const u32,
+    results: *mut OmniOutput,
+    codes: *mut OmniResult,
+) -> OmniResult {
+    guard(|| {
+        let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
+        if count == 0 {
+            return OmniResult::Ok;
         }
+        if stride <= OMNI_IN_PLACE_OFFSET {
+            return OmniResult::InvalidArgument;
+        }
+        let Some(total) = stride.checked_mul(count) else { return OmniResult::InvalidArgument };
+        let Some(b) = (unsafe { slice_mut(buf, total) }) else { return OmniResult::NullArgument };
+        let Some((lens, results, codes)) = (unsafe { batch_arrays(lens, results, codes, count) }) else {
+            return OmniResult::NullArgument;
+        };
+        let now = when(t, now_ns);
+        let slots = b.chunks_exact_mut(stride).zip(lens).zip(results.iter_mut().zip(codes.iter_mut()));
+        for ((slot, &len), (result, code)) in slots {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            (*code, *result) = sent_in_place(t.send_ip_in_place(now, slot, len));
+        }
+        OmniResult::Ok
+    })
+}
+
+/// `omni_tunnel_handle_datagram_in_place` for `count` datagrams in one
+/// call: slot `i` (`buf[i * stride..][..stride]`) holds `lens[i]` bytes
+/// received from `from[i]`; a packet ends up at the slot's
+/// `OMNI_IN_PLACE_OFFSET`, a reply at its start. `codes[i]` and `results[i]`
+/// as for `omni_tunnel_send_ip_batch_in_place`.
+///
+/// # Safety
+/// `t` live; `buf` valid for `stride * count` bytes; `from`, `lens`,
+/// `results` and `codes` valid for `count` elements (NULL only if `count` is 0).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn omni_tunnel_handle_datagram_batch_in_place(
+    t: *const OmniTunnel,
+    now_ns: u64,
+    from: *const OmniEndpoint,
+    buf: *mut u8,
+    stride: usize,
+    count: usize,
+    lens: *const u32,
+    results: *mut OmniOutput,
+    codes: *mut OmniResult,
+) -> OmniResult {
+    guard(|| {
+        let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
+        if count == 0 {
+            return OmniResult::Ok;
+        }
+        if stride <= OMNI_IN_PLACE_OFFSET {
+            return OmniResult::InvalidArgument;
+        }
+        let Some(total) = stride.checked_mul(count) else { return OmniResult::InvalidArgument };
+        let Some(b) = (unsafe { slice_mut(buf, total) }) else { return OmniResult::NullArgument };
+        let Some((lens, results, codes)) = (unsafe { batch_arrays(lens, results, codes, count) }) else {
+            return OmniResult::NullArgument;
+        };
+        let froms: &[OmniEndpoint] = match count {
+            0 => &[],
+            _ if from.is_null() => return OmniResult::NullArgument,
+            // SAFETY: non-NULL and valid for `count` elements per the contract.
+            _ => unsafe { std::slice::from_raw_parts(from, count) },
+        };
+        let now = when(t, now_ns);
+        let slots = b.chunks_exact_mut(stride).zip(lens.iter().zip(froms));
+        for ((slot, (&len, from)), (result, code)) in slots.zip(results.iter_mut().zip(codes.iter_mut())) {
+            let datagram = usize::try_from(len).ok().and_then(|len| slot.get_mut(..len));
+            let (Some(datagram), Some(addr)) = (datagram, socket_addr_of(from)) else {
+                (*code, *result) = (OmniResult::InvalidArgument, NOTHING);
+                continue;
+            };
+            (*code, *result) = received_in_place(t.handle_datagram_in_place(now, addr, datagram), from);
+        }
+        OmniResult::Ok
     })
 }
 

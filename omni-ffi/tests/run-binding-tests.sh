@@ -72,8 +72,8 @@ c_build_and_run() {
     fi
     valgrind -q --error-exitcode=1 --leak-check=full "$bin"
 }
-check "C: scenario + error cases, gcc against omni.h and libomni_ffi.a, under valgrind" c_build_and_run static
-check "C: scenario + error cases, gcc against omni.h and libomni_ffi.so, under valgrind" c_build_and_run shared
+check "C: scenario (single and batch calls) + error cases, gcc against omni.h and libomni_ffi.a, under valgrind" c_build_and_run static
+check "C: scenario (single and batch calls) + error cases, gcc against omni.h and libomni_ffi.so, under valgrind" c_build_and_run shared
 
 # ----- JNI --------------------------------------------------------------------
 jni_run() {
@@ -132,7 +132,7 @@ bench_quick() {
     local rc=$?
     cat "$WORK/bench.out"
     [ $rc -eq 0 ] || return $rc
-    for row in "ratio C API / direct" "uniffi/JNA, per packet" "uniffi/JNA, batches of" "JNI, direct ByteBuffer in place" "Kotlin/JNA PacketPath in place"; do
+    for row in "ratio C API / direct" "uniffi/JNA, per packet" "uniffi/JNA, batches of" "JNI, direct ByteBuffer in place" "Kotlin/JNA PacketPath in place" "Kotlin/JNA PacketPath, batches of"; do
         grep "$row" "$WORK/bench.out" | grep -q "ratio" || { echo "no ratio printed for: $row"; return 1; }
     done
 }

@@ -157,6 +157,40 @@ int main(void) {
     ASSERT_OK(omni_tunnel_handle_datagram(b, now, &addr_a, buf, o.len, out_b, sizeof out_b, &o));
     CHECK(o.kind == OMNI_OUTPUT_KIND_TUN && o.len == 600 && memcmp(out_b, pkt, 600) == 0, "B receives it");
 
+    /* Batches: A encrypts 4 packets in one call (one bad: not IP), B decrypts them in one call. */
+    {
+        enum { SLOTS = 4, STRIDE = 1536 };
+        static uint8_t slots[SLOTS * STRIDE], sent[SLOTS][1420];
+        uint32_t lens[SLOTS];
+        OmniOutput res[SLOTS];
+        OmniResult codes[SLOTS];
+        OmniEndpoint froms[SLOTS] = {addr_a, addr_a, addr_a, addr_a};
+        for (int i = 0; i < SLOTS; i++) {
+            lens[i] = (uint32_t)ipv4_packet(slots + i * STRIDE + OMNI_IN_PLACE_OFFSET, 200 + 400 * (size_t)i, ip_a, ip_b,
+                                            (uint8_t)(0x40 + i));
+            memcpy(sent[i], slots + i * STRIDE + OMNI_IN_PLACE_OFFSET, lens[i]);
+        }
+        slots[2 * STRIDE + OMNI_IN_PLACE_OFFSET] = 0x00; /* slot 2: not an IP packet */
+        ASSERT_OK(omni_tunnel_send_ip_batch_in_place(a, now, slots, STRIDE, SLOTS, lens, res, codes));
+        CHECK(codes[0] == OMNI_RESULT_OK && codes[1] == OMNI_RESULT_OK && codes[2] == OMNI_RESULT_NOT_IP &&
+                  codes[3] == OMNI_RESULT_OK && res[3].kind == OMNI_OUTPUT_KIND_NETWORK && res[3].endpoint.port == 2000,
+              "batch send: 3 datagrams, the bad slot reports NOT_IP");
+        for (int i = 0; i < SLOTS; i++) lens[i] = (uint32_t)res[i].len;
+        lens[2] = 0;
+        ASSERT_OK(omni_tunnel_handle_datagram_batch_in_place(b, now, froms, slots, STRIDE, SLOTS, lens, res, codes));
+        int intact = 1;
+        for (int i = 0; i < SLOTS; i++) {
+            if (i == 2) continue;
+            intact &= codes[i] == OMNI_RESULT_OK && res[i].kind == OMNI_OUTPUT_KIND_TUN && res[i].len == 200 + 400 * (size_t)i &&
+                      memcmp(slots + i * STRIDE + res[i].offset, sent[i], res[i].len) == 0;
+        }
+        CHECK(intact && codes[2] == OMNI_RESULT_DROPPED, "batch receive: B decrypts the 3 in place, the empty slot is dropped");
+        CHECK(omni_tunnel_send_ip_batch_in_place(a, now, slots, 8, SLOTS, lens, res, codes) == OMNI_RESULT_INVALID_ARGUMENT &&
+                  omni_tunnel_send_ip_batch_in_place(a, now, slots, STRIDE, SLOTS, NULL, res, codes) == OMNI_RESULT_NULL_ARGUMENT &&
+                  omni_tunnel_send_ip_batch_in_place(a, now, NULL, STRIDE, 0, NULL, NULL, NULL) == OMNI_RESULT_OK,
+              "batch: stride too small, NULL arrays refused; an empty batch is fine");
+    }
+
     /* Stats. */
     size_t count = 0;
     OmniPeerStats st;

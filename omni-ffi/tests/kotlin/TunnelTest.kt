@@ -182,6 +182,30 @@ fun jnaPacketPath(a: Tunnel, b: Tunnel) {
     tight.put(PacketPath.IN_PLACE_OFFSET, 0x00)
     check(pa.sendIp(tight, toB.size) == PacketPath.ERR_NOT_IP, "JNA: not an IP packet")
     expectThrows<IllegalArgumentException>("JNA: a heap buffer is refused before the call") { pa.sendIp(ByteBuffer.allocate(2048), 20) }
+    // Batches: A encrypts 3 packets in one call (slot 1 is not IP), B decrypts them in one call.
+    val stride = 1536
+    val slots = ByteBuffer.allocateDirect(3 * stride)
+    val sent = List(3) { i -> ipv4(ipA, ipB, ByteArray(300 * (i + 1)) { (it + i).toByte() }) }
+    for ((i, p) in sent.withIndex()) {
+        for (k in p.indices) slots.put(i * stride + PacketPath.IN_PLACE_OFFSET + k, p[k])
+        pa.setBatchLength(i, p.size)
+    }
+    slots.put(stride + PacketPath.IN_PLACE_OFFSET, 0x00)
+    check(pa.sendIpBatch(slots, stride, 3) == PacketPath.OK && pa.batchCode(0) == PacketPath.OK &&
+        pa.batchCode(1) == PacketPath.ERR_NOT_IP && pa.batchKind(2) == PacketPath.KIND_NETWORK &&
+        pa.batchEndpoint(2) == java.net.InetSocketAddress("127.0.0.1", 2000), "JNA batch: A encrypts 2 of 3 in one call, slot 1 is NOT_IP")
+    val froms = PacketPath.endpointsBuffer(3)
+    for (i in 0 until 3) {
+        PacketPath.putEndpoint(froms, i, java.net.InetSocketAddress("127.0.0.1", 1000))
+        pb.setBatchLength(i, pa.batchLength(i))
+    }
+    check(pb.handleDatagramBatch(froms, slots, stride, 3) == PacketPath.OK, "JNA batch: B takes 3 datagrams in one call")
+    val decrypted = listOf(0, 2).all { i ->
+        pb.batchCode(i) == PacketPath.OK && pb.batchKind(i) == PacketPath.KIND_TUN &&
+            ByteArray(pb.batchLength(i)) { slots.get(i * stride + pb.batchOffset(i) + it) }.contentEquals(sent[i])
+    }
+    check(decrypted && pb.batchCode(1) == PacketPath.ERR_DROPPED, "… decrypts slots 0 and 2 intact; the empty slot 1 is dropped")
+    expectThrows<IllegalArgumentException>("JNA batch: more slots than the buffer holds") { pa.sendIpBatch(slots, stride, 4) }
     check(pa.pollTimeout() != null, "JNA: a deadline is pending (keepalive/rekey timers)")
     pa.close()
     pb.close()

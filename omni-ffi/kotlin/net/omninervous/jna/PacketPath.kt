@@ -36,6 +36,10 @@ internal object OmniC {
     @JvmStatic external fun omni_tunnel_send_ip_in_place(t: Long, nowNs: Long, buf: Long, cap: Long, len: Long, result: Long): Int
     @JvmStatic external fun omni_tunnel_handle_datagram_in_place(
         t: Long, nowNs: Long, from: Long, buf: Long, len: Long, result: Long): Int
+    @JvmStatic external fun omni_tunnel_send_ip_batch_in_place(
+        t: Long, nowNs: Long, buf: Long, stride: Long, count: Long, lens: Long, results: Long, codes: Long): Int
+    @JvmStatic external fun omni_tunnel_handle_datagram_batch_in_place(
+        t: Long, nowNs: Long, from: Long, buf: Long, stride: Long, count: Long, lens: Long, results: Long, codes: Long): Int
     @JvmStatic external fun omni_tunnel_poll_transmit(t: Long, nowNs: Long, out: Long, cap: Long, result: Long): Int
     @JvmStatic external fun omni_tunnel_poll_timeout(t: Long, deadlineNs: Long): Int
     @JvmStatic external fun omni_tunnel_handle_timeout(t: Long, nowNs: Long): Int
@@ -63,16 +67,30 @@ internal fun addressOf(b: ByteBuffer): Long {
  *
  * Each call returns [OK] or a negative result code (the C API's `OmniResult`);
  * [kind], [offset], [length], [endpoint] and [needed] describe its outcome
- * until the next call on this object. One thread per `PacketPath`: make one
+ * until the next call on this object.
+ *
+ * Batches ([sendIpBatch], [handleDatagramBatch]) move up to `maxBatch`
+ * packets per call: a JNA call costs ~0.1 µs plus ~45 ns per argument here,
+ * several percent of a 1420-byte packet's crypto when paid per packet, and
+ * next to nothing when paid per batch. Slot `i` of a batch buffer is
+ * `[i * stride, (i + 1) * stride)`, laid out like a single call's buffer. One thread per `PacketPath`: make one
  * per thread (each from its own `packetHandle()`); the tunnel itself may be
  * shared, its calls serialize inside.
  */
-class PacketPath private constructor(private var handle: Long) : AutoCloseable {
+class PacketPath private constructor(private var handle: Long, val maxBatch: Int) : AutoCloseable {
     // struct OmniOutput { int kind; size_t offset; size_t len; OmniEndpoint endpoint; size_t needed; }
     private val out: ByteBuffer = ByteBuffer.allocateDirect(OUTPUT_SIZE).order(ByteOrder.nativeOrder())
     private val outAddress = addressOf(out)
     private val deadline: ByteBuffer = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder())
     private val deadlineAddress = addressOf(deadline)
+
+    // A batch's lengths (uint32), outcomes (OmniOutput) and result codes (int).
+    private val lens: ByteBuffer = ByteBuffer.allocateDirect(4 * maxBatch).order(ByteOrder.nativeOrder())
+    private val lensAddress = addressOf(lens)
+    private val results: ByteBuffer = ByteBuffer.allocateDirect(OUTPUT_SIZE * maxBatch).order(ByteOrder.nativeOrder())
+    private val resultsAddress = addressOf(results)
+    private val codes: ByteBuffer = ByteBuffer.allocateDirect(4 * maxBatch).order(ByteOrder.nativeOrder())
+    private val codesAddress = addressOf(codes)
 
     // The addresses of the last buffers used: a host reuses the same few
     // buffers, so the lookup (a JNI call) happens once per buffer, not per packet.
@@ -142,6 +160,58 @@ class PacketPath private constructor(private var handle: Long) : AutoCloseable {
         return r
     }
 
+    /** Sets the length of slot [i] of the next batch call (packet length, or datagram length). */
+    fun setBatchLength(i: Int, len: Int) {
+        require(len >= 0) { "negative length" }
+        lens.putInt(4 * i, len)
+    }
+
+    /** Slot [i]'s result code in the last batch call ([OK] or an error for that packet only). */
+    fun batchCode(i: Int): Int = codes.getInt(4 * i)
+    /** Slot [i]'s outcome in the last batch call: [KIND_NONE], [KIND_TUN] or [KIND_NETWORK]. */
+    fun batchKind(i: Int): Int = results.getInt(OUTPUT_SIZE * i)
+    /** Where slot [i]'s output starts, relative to the slot. */
+    fun batchOffset(i: Int): Int = results.getLong(OUTPUT_SIZE * i + 8).toInt()
+    /** Slot [i]'s output length. */
+    fun batchLength(i: Int): Int = results.getLong(OUTPUT_SIZE * i + 16).toInt()
+    /** With [KIND_NETWORK]: where slot [i]'s datagram goes. */
+    fun batchEndpoint(i: Int): InetSocketAddress? = readEndpoint(results, OUTPUT_SIZE * i + 24)
+
+    private fun checkBatch(buf: ByteBuffer, stride: Int, count: Int) {
+        require(count in 0..maxBatch) { "count $count outside 0..$maxBatch" }
+        require(stride.toLong() * count <= buf.capacity()) { "$count slots of $stride bytes exceed the buffer" }
+    }
+
+    /**
+     * Encrypts [count] packets in one call: slot `i` holds its packet at
+     * [IN_PLACE_OFFSET], [setBatchLength] bytes; its datagram is written to the
+     * slot's start. Returns [OK] once the arguments are valid; each slot's own
+     * outcome is in [batchCode], [batchKind], [batchLength], [batchEndpoint].
+     */
+    fun sendIpBatch(buf: ByteBuffer, stride: Int, count: Int, nowNs: Long = NOW): Int {
+        checkBatch(buf, stride, count)
+        val r = OmniC.omni_tunnel_send_ip_batch_in_place(
+            live(), nowNs, bufAddress(buf), stride.toLong(), count.toLong(), lensAddress, resultsAddress, codesAddress)
+        Reference.reachabilityFence(buf)
+        return r
+    }
+
+    /**
+     * Processes [count] datagrams in one call: slot `i` holds [setBatchLength]
+     * bytes received from the `i`-th endpoint of [from] (an [endpointsBuffer]).
+     * A packet ends up at the slot's [batchOffset] ([KIND_TUN]), a reply at
+     * its start ([KIND_NETWORK]).
+     */
+    fun handleDatagramBatch(from: ByteBuffer, buf: ByteBuffer, stride: Int, count: Int, nowNs: Long = NOW): Int {
+        checkBatch(buf, stride, count)
+        require(from.capacity() >= ENDPOINT_SIZE * count) { "from holds fewer than $count endpoints" }
+        val r = OmniC.omni_tunnel_handle_datagram_batch_in_place(
+            live(), nowNs, fromAddress(from), bufAddress(buf), stride.toLong(), count.toLong(), lensAddress, resultsAddress, codesAddress)
+        Reference.reachabilityFence(buf)
+        Reference.reachabilityFence(from)
+        return r
+    }
+
     /** Nanoseconds (tunnel clock) of the next deadline, `null` if none: sleep until then. */
     fun pollTimeout(): Long? {
         val r = OmniC.omni_tunnel_poll_timeout(live(), deadlineAddress)
@@ -205,24 +275,32 @@ class PacketPath private constructor(private var handle: Long) : AutoCloseable {
             bound = library
         }
 
-        /** A packet path for [tunnel] (binding the library first if needed). */
-        fun of(tunnel: Tunnel, library: String = "omni_ffi"): PacketPath {
+        /** A packet path for [tunnel] (binding the library first if needed), batches of up to [maxBatch]. */
+        fun of(tunnel: Tunnel, library: String = "omni_ffi", maxBatch: Int = 64): PacketPath {
+            require(maxBatch >= 1) { "maxBatch must be at least 1" }
             bind(library)
             val ref = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder())
             val r = OmniC.omni_tunnel_from_packet_handle(tunnel.packetHandle().toLong(), addressOf(ref))
             val t = ref.getLong(0)
             check(r == OK && t != 0L) { "omni_tunnel_from_packet_handle: $r" }
-            return PacketPath(t)
+            return PacketPath(t, maxBatch)
         }
 
         /** A direct buffer holding [address] as a C `OmniEndpoint`, for [handleDatagram]. */
-        fun endpointBuffer(address: InetSocketAddress): ByteBuffer {
-            val b = ByteBuffer.allocateDirect(ENDPOINT_SIZE).order(ByteOrder.nativeOrder())
+        fun endpointBuffer(address: InetSocketAddress): ByteBuffer = endpointsBuffer(1).also { putEndpoint(it, 0, address) }
+
+        /** A direct buffer for [count] endpoints (a batch's senders), filled with [putEndpoint]. */
+        fun endpointsBuffer(count: Int): ByteBuffer =
+            ByteBuffer.allocateDirect(ENDPOINT_SIZE * count).order(ByteOrder.nativeOrder())
+
+        /** Writes [address] as endpoint [i] of [b]. */
+        fun putEndpoint(b: ByteBuffer, i: Int, address: InetSocketAddress) {
+            val at = ENDPOINT_SIZE * i
             val ip = address.address.address
-            b.put(0, if (ip.size == 4) 4 else 6)
-            b.putShort(2, address.port.toShort())
-            for (i in ip.indices) b.put(4 + i, ip[i])
-            return b
+            for (k in 0 until ENDPOINT_SIZE) b.put(at + k, 0)
+            b.put(at, if (ip.size == 4) 4 else 6)
+            b.putShort(at + 2, address.port.toShort())
+            for (k in ip.indices) b.put(at + 4 + k, ip[k])
         }
 
         private fun readEndpoint(b: ByteBuffer, at: Int): InetSocketAddress? {
