@@ -234,9 +234,7 @@ fn translate(
             m.endpoint_needed = false;
             TunnelEvent::EndpointChanged { public_key: key, endpoint: endpoint.to_string() }
         }
-        Event::HandshakeFailed { .. } => {
-            TunnelEvent::HandshakeFailed { public_key: key }
-        }
+        Event::HandshakeFailed { .. } => TunnelEvent::HandshakeFailed { public_key: key },
         Event::KeysExpired { .. } => {
             if !m.up {
                 return None;
