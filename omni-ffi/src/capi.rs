@@ -703,30 +703,59 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram_in_place(
     })
 }
 
-/// The arrays of a batch call: `count` elements each; NULL is refused
-/// unless `count` is 0.
-///
-/// # Safety
-/// Each pointer NULL or valid for `count` elements, unaliased.
-unsafe fn batch_arrays<'a, L>(
-    lens: *const L,
-    results: *mut OmniOutput,
-    codes: *mut OmniResult,
-    count: usize,
-) -> Option<(&'a [L], &'a mut [OmniOutput], &'a mut [OmniResult])> {
-    if count == 0 {
-        return Some((&[], &mut [], &mut []));
+/// The checked buffer and arrays of a batch call (both directions).
+struct Batch<'a> {
+    slots: std::slice::ChunksExactMut<'a, u8>,
+    lens: &'a [u32],
+    results: &'a mut [OmniOutput],
+    codes: &'a mut [OmniResult],
+}
+
+impl<'a> Batch<'a> {
+    /// Checks a batch call's arguments: `Ok(None)` for an empty batch
+    /// (nothing to do), `Err` with the code the call returns.
+    ///
+    /// # Safety
+    /// `buf` NULL or valid for `stride * count` bytes; `lens`, `results` and
+    /// `codes` NULL or valid for `count` elements; all unaliased.
+    unsafe fn new(
+        buf: *mut u8,
+        stride: usize,
+        count: usize,
+        lens: *const u32,
+        results: *mut OmniOutput,
+        codes: *mut OmniResult,
+    ) -> Result<Option<Self>, OmniResult> {
+        if count == 0 {
+            return Ok(None);
+        }
+        if stride <= OMNI_IN_PLACE_OFFSET {
+            return Err(OmniResult::InvalidArgument);
+        }
+        let total = stride.checked_mul(count).ok_or(OmniResult::InvalidArgument)?;
+        let buf = unsafe { slice_mut(buf, total) }.ok_or(OmniResult::NullArgument)?;
+        if lens.is_null() || results.is_null() || codes.is_null() {
+            return Err(OmniResult::NullArgument);
+        }
+        // SAFETY: non-NULL and valid for `count` elements per the caller's contract.
+        let (lens, results, codes) = unsafe {
+            (
+                std::slice::from_raw_parts(lens, count),
+                std::slice::from_raw_parts_mut(results, count),
+                std::slice::from_raw_parts_mut(codes, count),
+            )
+        };
+        Ok(Some(Batch { slots: buf.chunks_exact_mut(stride), lens, results, codes }))
     }
-    if lens.is_null() || results.is_null() || codes.is_null() {
-        return None;
-    }
-    // SAFETY: non-NULL and valid for `count` elements per the caller's contract.
-    unsafe {
-        Some((
-            std::slice::from_raw_parts(lens, count),
-            std::slice::from_raw_parts_mut(results, count),
-            std::slice::from_raw_parts_mut(codes, count),
-        ))
+
+    /// Runs `one` on every slot (its index, bytes and length) and stores
+    /// each slot's code and output.
+    fn run(self, mut one: impl FnMut(usize, &mut [u8], u32) -> (OmniResult, OmniOutput)) {
+        let Batch { slots, lens, results, codes } = self;
+        let outcomes = results.iter_mut().zip(codes.iter_mut());
+        for (i, ((slot, &len), (result, code))) in slots.zip(lens).zip(outcomes).enumerate() {
+            (*code, *result) = one(i, slot, len);
+        }
     }
 }
 
@@ -755,23 +784,16 @@ pub unsafe extern "C" fn omni_tunnel_send_ip_batch_in_place(
 ) -> OmniResult {
     guard(|| {
         let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
-        if count == 0 {
-            return OmniResult::Ok;
-        }
-        if stride <= OMNI_IN_PLACE_OFFSET {
-            return OmniResult::InvalidArgument;
-        }
-        let Some(total) = stride.checked_mul(count) else { return OmniResult::InvalidArgument };
-        let Some(b) = (unsafe { slice_mut(buf, total) }) else { return OmniResult::NullArgument };
-        let Some((lens, results, codes)) = (unsafe { batch_arrays(lens, results, codes, count) }) else {
-            return OmniResult::NullArgument;
+        let batch = match unsafe { Batch::new(buf, stride, count, lens, results, codes) } {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return OmniResult::Ok,
+            Err(code) => return code,
         };
         let now = when(t, now_ns);
-        let slots = b.chunks_exact_mut(stride).zip(lens).zip(results.iter_mut().zip(codes.iter_mut()));
-        for ((slot, &len), (result, code)) in slots {
+        batch.run(|_, slot, len| {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
-            (*code, *result) = sent_in_place(t.send_ip_in_place(now, slot, len));
-        }
+            sent_in_place(t.send_ip_in_place(now, slot, len))
+        });
         OmniResult::Ok
     })
 }
@@ -800,33 +822,24 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram_batch_in_place(
 ) -> OmniResult {
     guard(|| {
         let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
-        if count == 0 {
-            return OmniResult::Ok;
-        }
-        if stride <= OMNI_IN_PLACE_OFFSET {
-            return OmniResult::InvalidArgument;
-        }
-        let Some(total) = stride.checked_mul(count) else { return OmniResult::InvalidArgument };
-        let Some(b) = (unsafe { slice_mut(buf, total) }) else { return OmniResult::NullArgument };
-        let Some((lens, results, codes)) = (unsafe { batch_arrays(lens, results, codes, count) }) else {
+        let batch = match unsafe { Batch::new(buf, stride, count, lens, results, codes) } {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return OmniResult::Ok,
+            Err(code) => return code,
+        };
+        if from.is_null() {
             return OmniResult::NullArgument;
-        };
-        let froms: &[OmniEndpoint] = match count {
-            0 => &[],
-            _ if from.is_null() => return OmniResult::NullArgument,
-            // SAFETY: non-NULL and valid for `count` elements per the contract.
-            _ => unsafe { std::slice::from_raw_parts(from, count) },
-        };
-        let now = when(t, now_ns);
-        let slots = b.chunks_exact_mut(stride).zip(lens.iter().zip(froms));
-        for ((slot, (&len, from)), (result, code)) in slots.zip(results.iter_mut().zip(codes.iter_mut())) {
-            let datagram = usize::try_from(len).ok().and_then(|len| slot.get_mut(..len));
-            let (Some(datagram), Some(addr)) = (datagram, socket_addr_of(from)) else {
-                (*code, *result) = (OmniResult::InvalidArgument, NOTHING);
-                continue;
-            };
-            (*code, *result) = received_in_place(t.handle_datagram_in_place(now, addr, datagram), from);
         }
+        // SAFETY: non-NULL and valid for `count` elements per the contract.
+        let froms = unsafe { std::slice::from_raw_parts(from, count) };
+        let now = when(t, now_ns);
+        batch.run(|i, slot, len| {
+            let datagram = usize::try_from(len).ok().and_then(|len| slot.get_mut(..len));
+            let from = froms.get(i);
+            let (Some(datagram), Some(from)) = (datagram, from) else { return (OmniResult::InvalidArgument, NOTHING) };
+            let Some(addr) = socket_addr_of(from) else { return (OmniResult::InvalidArgument, NOTHING) };
+            received_in_place(t.handle_datagram_in_place(now, addr, datagram), from)
+        });
         OmniResult::Ok
     })
 }
