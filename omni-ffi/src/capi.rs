@@ -568,17 +568,9 @@ pub unsafe extern "C" fn omni_tunnel_send_ip(
         let (Some(p), Some(o)) = (unsafe { slice(packet, len) }, unsafe { slice_mut(out, out_cap) }) else {
             return OmniResult::NullArgument;
         };
-        match t.send_ip_into(when(t, now_ns), p, o) {
-            Ok(tx) => {
-                unsafe { set_output(result, transmit_output(tx)) };
-                OmniResult::Ok
-            }
-            Err(e) => {
-                let (code, needed) = send_code(e);
-                unsafe { set_output(result, OmniOutput { needed, ..NOTHING }) };
-                code
-            }
-        }
+        let (code, output) = send_outcome(t.send_ip_into(when(t, now_ns), p, o));
+        unsafe { set_output(result, output) };
+        code
     })
 }
 
@@ -600,7 +592,7 @@ pub unsafe extern "C" fn omni_tunnel_send_ip_in_place(
     guard(|| {
         let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
         let Some(b) = (unsafe { slice_mut(buf, cap) }) else { return OmniResult::NullArgument };
-        let (code, output) = sent_in_place(t.send_ip_in_place(when(t, now_ns), b, len));
+        let (code, output) = send_outcome(t.send_ip_in_place(when(t, now_ns), b, len));
         unsafe { set_output(result, output) };
         code
     })
@@ -614,8 +606,8 @@ fn received_output(r: Received, from: &OmniEndpoint, packet_offset: usize) -> Om
     }
 }
 
-/// The result code and output of one in-place send.
-fn sent_in_place(r: Result<Option<Transmit>, SendError>) -> (OmniResult, OmniOutput) {
+/// The result code and output of a send (or a poll for the next datagram).
+fn send_outcome(r: Result<Option<Transmit>, SendError>) -> (OmniResult, OmniOutput) {
     match r {
         Ok(tx) => (OmniResult::Ok, transmit_output(tx)),
         Err(e) => {
@@ -625,10 +617,15 @@ fn sent_in_place(r: Result<Option<Transmit>, SendError>) -> (OmniResult, OmniOut
     }
 }
 
-/// The result code and output of one in-place receive.
-fn received_in_place(r: Result<Received, RxError>, from: &OmniEndpoint) -> (OmniResult, OmniOutput) {
+/// The result code and output of a receive; a decrypted packet sits at
+/// `packet_offset` of the output buffer.
+fn receive_outcome(
+    r: Result<Received, RxError>,
+    from: &OmniEndpoint,
+    packet_offset: usize,
+) -> (OmniResult, OmniOutput) {
     match r {
-        Ok(r) => (OmniResult::Ok, received_output(r, from, OMNI_IN_PLACE_OFFSET)),
+        Ok(r) => (OmniResult::Ok, received_output(r, from, packet_offset)),
         Err(e) => {
             let (code, needed) = recv_code(e);
             (code, OmniOutput { needed, ..NOTHING })
@@ -663,17 +660,9 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram(
         let (Some(d), Some(o)) = (unsafe { slice(datagram, len) }, unsafe { slice_mut(out, out_cap) }) else {
             return OmniResult::NullArgument;
         };
-        match t.handle_datagram_into(when(t, now_ns), addr, d, o) {
-            Ok(r) => {
-                unsafe { set_output(result, received_output(r, from, 0)) };
-                OmniResult::Ok
-            }
-            Err(e) => {
-                let (code, needed) = recv_code(e);
-                unsafe { set_output(result, OmniOutput { needed, ..NOTHING }) };
-                code
-            }
-        }
+        let (code, output) = receive_outcome(t.handle_datagram_into(when(t, now_ns), addr, d, o), from, 0);
+        unsafe { set_output(result, output) };
+        code
     })
 }
 
@@ -697,7 +686,8 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram_in_place(
         let Some(from) = (unsafe { from.as_ref() }) else { return OmniResult::NullArgument };
         let Some(addr) = socket_addr_of(from) else { return OmniResult::InvalidArgument };
         let Some(b) = (unsafe { slice_mut(buf, len) }) else { return OmniResult::NullArgument };
-        let (code, output) = received_in_place(t.handle_datagram_in_place(when(t, now_ns), addr, b), from);
+        let (code, output) =
+            receive_outcome(t.handle_datagram_in_place(when(t, now_ns), addr, b), from, OMNI_IN_PLACE_OFFSET);
         unsafe { set_output(result, output) };
         code
     })
@@ -792,7 +782,7 @@ pub unsafe extern "C" fn omni_tunnel_send_ip_batch_in_place(
         let now = when(t, now_ns);
         batch.run(|_, slot, len| {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
-            sent_in_place(t.send_ip_in_place(now, slot, len))
+            send_outcome(t.send_ip_in_place(now, slot, len))
         });
         OmniResult::Ok
     })
@@ -838,7 +828,7 @@ pub unsafe extern "C" fn omni_tunnel_handle_datagram_batch_in_place(
             let from = froms.get(i);
             let (Some(datagram), Some(from)) = (datagram, from) else { return (OmniResult::InvalidArgument, NOTHING) };
             let Some(addr) = socket_addr_of(from) else { return (OmniResult::InvalidArgument, NOTHING) };
-            received_in_place(t.handle_datagram_in_place(now, addr, datagram), from)
+            receive_outcome(t.handle_datagram_in_place(now, addr, datagram), from, OMNI_IN_PLACE_OFFSET)
         });
         OmniResult::Ok
     })
@@ -861,17 +851,9 @@ pub unsafe extern "C" fn omni_tunnel_poll_transmit(
     guard(|| {
         let Some(t) = (unsafe { tunnel(t) }) else { return OmniResult::NullArgument };
         let Some(o) = (unsafe { slice_mut(out, out_cap) }) else { return OmniResult::NullArgument };
-        match t.poll_transmit_into(when(t, now_ns), o) {
-            Ok(tx) => {
-                unsafe { set_output(result, transmit_output(tx)) };
-                OmniResult::Ok
-            }
-            Err(e) => {
-                let (code, needed) = send_code(e);
-                unsafe { set_output(result, OmniOutput { needed, ..NOTHING }) };
-                code
-            }
-        }
+        let (code, output) = send_outcome(t.poll_transmit_into(when(t, now_ns), o));
+        unsafe { set_output(result, output) };
+        code
     })
 }
 
