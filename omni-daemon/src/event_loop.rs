@@ -403,6 +403,12 @@ impl DataPlane {
             if signal_ready {
                 if let Ok(Some(info)) = self.signals.read_signal() {
                     if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                        // The interface goes before we report shutting down
+                        // (and before the UAPI socket), not whenever the
+                        // receive thread's exit closes the last reference.
+                        if let Err(e) = self.tun.release_interface() {
+                            warn!("cannot release the interface: {e}");
+                        }
                         return Ok(Exit::Signal(sig));
                     }
                 }
