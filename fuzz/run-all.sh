@@ -26,7 +26,7 @@ flags=(-O -s "${FUZZ_SANITIZER:-none}")
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(wire_parse key_parse allowed_ip_parse node_datagram node_send_ip nucleus_parse)
+    targets=(wire_parse key_parse allowed_ip_parse node_datagram node_admission node_send_ip nucleus_parse)
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/omni-core-fuzz.XXXXXX")"

@@ -109,6 +109,27 @@ fn main() {
     // Setup 2: config churn (persistent keepalive, remove/re-add peer, key rotation) and timers.
     write(&dir, n, "config-churn", &[2, 0x06, 3, 2, 0x23, 9, 14, 0x0e, 0, 6, 0x06, 1, 7, 0x23, 5, 14]);
 
+    // ----- node_admission (layout: see fuzz_targets/node_admission.rs)
+    // Setup 1: load threshold 1, `h` knows no initiator. Op 0 = initiator 0
+    // initiates; the byte after an unknown initiation decides it (1 accept,
+    // 2 wrong key, 3 hold, 0x81 accept with a small buffer).
+    let a = "node_admission";
+    write(&dir, a, "accept-then-data", &[1, 0x00, 1, 0x07, 4, b'p', b'i', b'n', b'g', 0x04, 3]);
+    write(&dir, a, "accept-then-replay", &[1, 0x00, 1, 0x02, 0, 0x80, 14]);
+    write(&dir, a, "hold-rotate-accept", &[1, 0x00, 3, 0x06, 2, 0x05, 0, 1]);
+    write(&dir, a, "hold-known-accept", &[1, 0x00, 3, 0x06, 0, 0x05, 0, 1]);
+    write(&dir, a, "wrong-key", &[1, 0x08, 2, 0, 0x04, 4, 0x04, 4, 1]);
+    write(&dir, a, "small-buffer-then-retry", &[1, 0x00, 0x81, 10, 0x04, 4, 0x04, 4, 1]);
+    // Setup 0: always under load: a cookie reply first, the retry carries MAC2.
+    write(
+        &dir,
+        a,
+        "under-load",
+        &[0, 0x00, 0x04, 4, 0x04, 4, 1, 0x0f, 8, b'c', b'o', b'o', b'k', b'i', b'e', b'!', b'!'],
+    );
+    // Setup 0x17: load threshold 3, initiators 0 and 2 known from the start, 1 unknown.
+    write(&dir, a, "known-and-unknown", &[0x17, 0x00, 0x08, 1, 0x10, 0x04, 3, 0x06, 3]);
+
     // ----- node_send_ip (flags, out size u16, mtu selector, packet)
     let si = "node_send_ip";
     let mut s = vec![1u8, 0x00, 0x08, 0];
