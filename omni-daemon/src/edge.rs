@@ -11,23 +11,29 @@
 //! `handle_control`, every node event to `handle_node_event`, every
 //! transmit through `route_transmit` / the client's `poll_transmit`.
 //!
-//! This loop favours simplicity over throughput (no offloads): the sockets
-//! have UDP GRO off, so every read is exactly one datagram and signaling is
-//! never coalesced with anything.
+//! Packets take the same batched, zero-copy path as wg mode's data plane
+//! (see [`crate::batch`]): TUN super-packets are cut into segments and sealed
+//! in place, datagrams go out as UDP GSO sends, GRO runs of datagrams are
+//! opened in place and TCP segments merged again on the way to the TUN
+//! device. Every datagram of a GRO run is still handled alone, so signaling
+//! from the Nucleus is never mistaken for anything else. One thread carries
+//! both directions: wg mode's second thread would need the client shared
+//! under a lock, which the per-packet routing through it would contend for.
 
 use std::fmt::Write as _;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::time::TimeSpec;
 use omni_core::crypto::DefaultProvider;
+use omni_core::node::{Transmit, IN_PLACE_OFFSET};
 use omni_core::nucleus::client::{ClientEvent, HeapMembers, Path, State};
 use omni_core::nucleus::wire::{self, MAX_LOCAL_ENDPOINTS};
 use omni_core::nucleus::{ClientConfig, ClusterSecret, NucleusClient};
@@ -36,23 +42,23 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use tracing::{debug, error, info, trace, warn};
 
+use crate::batch::{self, RxQueue, Sealer, TxQueue, BATCH, SEND_AT};
 use crate::clock::Clock;
 use crate::config::EdgeOptions;
 use crate::device::WgNode;
 use crate::identity;
 use crate::ifconfig::{self, AddrWatch};
 use crate::netlink::LinkWatch;
-use crate::nucleus_server::{self, disable_gro, read_signal, termination_signals};
+use crate::nucleus_server::{read_signal, termination_signals};
 use crate::status::{self, human_ago, human_bytes, metric, MetricsServer, StatusServer};
-use crate::tun::{self, Tun};
+use crate::tun::Tun;
 use crate::udp::{self, Sockets};
 
 type Client = NucleusClient<HeapMembers>;
 
 const MTU: u16 = 1420;
-/// Any IP packet the TUN device may hand us, plus WireGuard and relay framing.
+/// Any IP packet the node or client may write, plus WireGuard and relay framing.
 const BUF: usize = 65536 + 256;
-const BATCH: usize = 64;
 const WALL_RESYNC: Duration = Duration::from_secs(60);
 /// Address notifications come in bursts: act once they settle.
 const ADDR_SETTLE: Duration = Duration::from_millis(300);
@@ -78,7 +84,6 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
     }
     let nucleus_addr = resolve(&opts.nucleus_host, opts.nucleus_port)?;
     let sockets = Sockets::bind(opts.port, 0).with_context(|| format!("cannot bind UDP port {}", opts.port))?;
-    disable_gro(&sockets);
     let clock = Clock::new();
 
     let learned = opts.nucleus_key.is_none();
@@ -101,7 +106,7 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
         },
     };
 
-    let tun = Tun::create(&opts.interface, false)
+    let tun = Tun::create(&opts.interface, udp::offload_enabled())
         .with_context(|| format!("cannot create TUN interface {:?}", opts.interface))?;
     let name = tun.name().context("reading the interface name")?;
     match LinkWatch::open_here().and_then(|mut l| l.set_mtu(&name, u32::from(MTU))) {
@@ -160,7 +165,8 @@ pub fn run(mut opts: EdgeOptions) -> anyhow::Result<()> {
         vip2: opts.vip2,
         nucleus: nucleus_addr,
         cluster: opts.cluster.clone(),
-        buf: vec![0; BUF],
+        tx: TxQueue::new(),
+        rx: RxQueue::new(),
         out: vec![0; BUF],
         out2: vec![0; BUF],
         wall_at: now.saturating_add(WALL_RESYNC),
@@ -211,10 +217,9 @@ fn locals(sockets: &Sockets, tun_name: &str) -> Vec<SocketAddr> {
 /// Asks the Nucleus for its key until it answers (or a signal stops us: `None`).
 fn discover_key(sockets: &Sockets, nucleus: SocketAddr, sigfd: &SignalFd) -> anyhow::Result<Option<PublicKey>> {
     info!(%nucleus, "asking the Nucleus for its key (no --nucleus-key given and none pinned)");
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; udp::GRO_BUF];
     let mut tries = 0u32;
     loop {
-        nucleus_server::disable_gro(sockets);
         if let Err(e) = sockets.send_to(&wire::key_query(), nucleus) {
             debug!("key query: {e}");
         }
@@ -243,10 +248,11 @@ fn discover_key(sockets: &Sockets, nucleus: SocketAddr, sigfd: &SignalFd) -> any
             }
             for s in [&sockets.v4, &sockets.v6].into_iter().flatten() {
                 while let Ok(r) = udp::recv(s, &mut buf) {
-                    if r.from == nucleus {
-                        if let Some(k) = wire::parse_key_reply(&buf[..r.len]) {
-                            return Ok(Some(k));
-                        }
+                    if r.from != nucleus {
+                        continue;
+                    }
+                    if let Some(k) = r.datagrams().find_map(|(a, b)| wire::parse_key_reply(&buf[a..b])) {
+                        return Ok(Some(k));
                     }
                 }
             }
@@ -272,8 +278,10 @@ struct Edge {
     vip2: Option<(IpAddr, u8)>,
     nucleus: SocketAddr,
     cluster: String,
-    /// Reads (TUN packets, datagrams).
-    buf: Vec<u8>,
+    /// Datagrams sealed from TUN reads, waiting to be sent.
+    tx: TxQueue,
+    /// Datagrams read and opened in place, packets waiting for the TUN device.
+    rx: RxQueue,
     /// What the node and client write.
     out: Vec<u8>,
     /// Relayed packets decrypted by the client.
@@ -391,33 +399,45 @@ impl Edge {
         self.flush(now);
     }
 
-    /// Reads a batch of datagrams from one socket (one datagram per read:
-    /// GRO is off on these sockets).
+    /// Reads a batch of datagrams (GRO runs of them) from one socket, opens
+    /// them in place and writes the packets to the TUN device, TCP segments
+    /// of a flow merged.
     fn read_socket(&mut self, socket: &std::net::UdpSocket) {
+        let mut end = 0;
         for _ in 0..BATCH {
-            let r = match udp::recv(socket, &mut self.buf) {
+            // Write what a GRO run (or many small datagrams) gave, so the
+            // TUN side gets a steady stream rather than bursts.
+            if end >= SEND_AT {
+                let _ = self.rx.write_tun(&self.tun);
+                end = 0;
+            }
+            let r = match udp::recv(socket, self.rx.read_slot(end)) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!("UDP receive: {e}");
-                    continue;
+                    break;
                 }
             };
             let now = self.clock.now();
-            let from = udp::canonical(r.from);
-            // Should a kernel coalesce anyway, each datagram is handled alone.
-            for (start, end) in r.datagrams() {
-                self.datagram(now, from, start, end);
+            // Each datagram of a run is handled alone.
+            for (start, stop) in r.datagrams() {
+                self.datagram(now, r.from, end + start, end + stop);
             }
-            self.flush(now);
+            end += r.len;
         }
+        // A write error here means the interface is gone: the TUN poll says so.
+        let _ = self.rx.write_tun(&self.tun);
+        let now = self.clock.now();
+        self.flush(now);
     }
 
+    /// Handles the datagram at `rx.buf[start..end]`, in place.
     fn datagram(&mut self, now: Instant, from: SocketAddr, start: usize, end: usize) {
-        let dg = &self.buf[start..end];
+        let merge = self.tun.vnet();
         if from == self.nucleus {
-            if let Some(key) = wire::parse_key_reply(dg) {
+            if let Some(key) = wire::parse_key_reply(&self.rx.buf[start..end]) {
                 if key != self.nucleus_key {
                     error!(
                         nucleus = %self.nucleus, key = %key, pinned = %self.nucleus_key, pin = %self.pin_path.display(),
@@ -428,17 +448,17 @@ impl Edge {
                 return;
             }
         }
-        match self.node.handle_datagram_with_control(now, from, dg, &mut self.out) {
-            Ok(Incoming::Received(omni_core::node::Received::Reply { len })) => {
-                send(&self.sockets, &self.out[..len], from)
-            }
+        let dg = &mut self.rx.buf[start..end];
+        match self.node.handle_datagram_in_place_with_control(now, from, dg) {
+            Ok(Incoming::Received(omni_core::node::Received::Reply { len })) => send(&self.sockets, &dg[..len], from),
             Ok(Incoming::Received(omni_core::node::Received::Packet { len, .. })) => {
-                write_tun(&self.tun, &self.out[..len]);
+                self.rx.push(start + IN_PLACE_OFFSET, len, merge);
             }
             Ok(Incoming::Received(omni_core::node::Received::Done)) => {}
             Ok(Incoming::Control { peer, len }) => {
-                match self.client.handle_control(now, &mut self.node, peer, &self.out[..len], &mut self.out2) {
-                    Ok(Some((_, n))) => write_tun(&self.tun, &self.out2[..n]),
+                let payload = &dg[IN_PLACE_OFFSET..][..len];
+                match self.client.handle_control(now, &mut self.node, peer, payload, &mut self.out2) {
+                    Ok(Some((_, n))) => batch::write_tun_one(&self.tun, &self.out2[..n]),
                     Ok(None) => {}
                     Err(e) => debug!(%from, "signaling payload dropped: {e:?}"),
                 }
@@ -448,32 +468,17 @@ impl Edge {
         self.forward_node_events(now);
     }
 
-    /// Reads a batch of packets from the TUN device. `Ok(false)`: the interface is gone.
+    /// Reads a batch of packets from the TUN device, seals them in place
+    /// (through the relay where a member is not reachable directly) and
+    /// sends them. `Ok(false)`: the interface is gone.
     fn read_tun(&mut self) -> anyhow::Result<bool> {
-        for _ in 0..BATCH {
-            let n = match self.tun.recv(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if tun::is_gone(&e) => return Ok(false),
-                Err(e) => bail!("TUN read: {e}"),
-            };
-            let now = self.clock.now();
-            match self.node.send_ip(now, &self.buf[..n], &mut self.out) {
-                Ok(omni_core::node::Sent::Transmit(t)) => {
-                    match self.client.route_transmit(now, &mut self.node, t, &mut self.out) {
-                        Ok(Some(t)) => send(&self.sockets, &self.out[..t.len], t.to),
-                        Ok(None) => {}
-                        Err(e) => debug!("relay: {e:?}"),
-                    }
-                }
-                Ok(omni_core::node::Sent::Queued { .. }) => {}
-                Err(omni_core::node::SendError::NoRoute) => trace!("no peer for packet"),
-                Err(e) => debug!("packet dropped: {e:?}"),
-            }
-            self.forward_node_events(now);
-        }
         let now = self.clock.now();
+        let Edge { node, client, tx, tun, sockets, .. } = self;
+        let mut sealer = EdgeSealer { node, client, now };
+        let read = tx.read_tun(tun, sockets, &mut sealer);
+        if read.gone {
+            return Ok(false);
+        }
         self.flush(now);
         Ok(true)
     }
@@ -675,8 +680,32 @@ impl Edge {
     }
 }
 
-fn write_tun(tun: &Tun, packet: &[u8]) {
-    if let Err(e) = tun.send_vectored(&[IoSlice::new(packet)]) {
-        trace!("TUN write: {e}");
+/// Seals for the edge: the node encrypts, the client routes (a member
+/// behind a NAT we cannot pass is reached through the Nucleus's relay: the
+/// datagram is wrapped where it lies).
+struct EdgeSealer<'a> {
+    node: &'a mut WgNode,
+    client: &'a mut Client,
+    now: Instant,
+}
+
+impl Sealer for EdgeSealer<'_> {
+    fn begin(&mut self) {}
+
+    fn mtu(&self) -> u16 {
+        self.node.mtu()
     }
+
+    fn seal(&mut self, buf: &mut [u8], len: usize) -> Option<Transmit> {
+        let t = batch::transmit_of(self.node.send_ip_in_place(self.now, buf, len))?;
+        match self.client.route_transmit(self.now, self.node, t, buf) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!("relay: {e:?}");
+                None
+            }
+        }
+    }
+
+    fn end(&mut self) {}
 }

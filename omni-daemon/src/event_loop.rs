@@ -32,113 +32,19 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::time::TimeSpec;
-use omni_core::node::{Received, SendError, Sent, IN_PLACE_OFFSET};
+use omni_core::node::{Received, Transmit, IN_PLACE_OFFSET};
 use omni_core::{Event, Instant};
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, info, warn};
 
+use crate::batch::{self, RxQueue, Sealer, TxQueue, BATCH, SEND_AT};
+use crate::clock::Clock;
 use crate::device::Device;
 use crate::netlink::LinkWatch;
-use crate::offload::{self, Gro, Segmenter, VnetHdr, VNET_HDR_LEN};
 use crate::tun::{self, Tun};
 use crate::udp::{self, Sockets};
 
-/// Reads from one source before looking at the others.
-const BATCH: usize = 64;
 /// Largest IP packet a TUN device can hand us, plus WireGuard's overhead.
 const BUF_LEN: usize = 65536 + 64;
-/// Largest TUN read: a 64 KiB (super-)packet behind its vnet header.
-const TUN_READ_MAX: usize = 65535 + VNET_HDR_LEN;
-/// Datagrams (or decrypted packets) are sent (written) once this many bytes
-/// have collected, and at the end of a batch.
-const SEND_AT: usize = 65536;
-/// The transmit buffer: datagrams of several small reads wait there back to
-/// back. Past `SEND_AT` comes one more read: a 64 KiB super-packet and the
-/// segments cut from it (MTU-sized ones take ~70 KiB; smaller ones more).
-const TX_BUF: usize = SEND_AT + 4 * 65536;
-/// The receive buffer: GRO reads, decrypted in place, wait there to be
-/// merged and written to the TUN device.
-const RX_BUF: usize = SEND_AT + 2 * udp::GRO_BUF;
-
-/// Encrypted datagrams waiting to be sent, back to back in `buf`.
-struct TxQueue {
-    buf: Vec<u8>,
-    batch: TxBatch,
-}
-
-/// Decrypted packets waiting to be written to the TUN device.
-struct RxQueue {
-    buf: Vec<u8>,
-    gro: Gro,
-}
-
-/// The sends the datagrams in a [`TxQueue`] make up: a run of equal-sized
-/// datagrams to one destination (the last may be shorter) is one UDP GSO send.
-#[derive(Default)]
-struct TxBatch {
-    sends: Vec<TxSend>,
-    /// Where the next datagram may go.
-    end: usize,
-}
-
-struct TxSend {
-    to: std::net::SocketAddr,
-    start: usize,
-    len: usize,
-    seg: usize,
-    count: usize,
-}
-
-impl TxBatch {
-    /// Records the datagram at `buf[start..start + len]`.
-    fn push(&mut self, start: usize, len: usize, to: std::net::SocketAddr) {
-        self.end = start + len;
-        if let Some(s) = self.sends.last_mut() {
-            let joins = s.to == to
-                && s.start + s.len == start
-                && s.len % s.seg == 0 // no shorter datagram ended the run
-                && len <= s.seg
-                && s.count < udp::GSO_MAX_SEGMENTS
-                && s.len + len <= udp::GSO_MAX_BYTES;
-            if joins {
-                s.len += len;
-                s.count += 1;
-                return;
-            }
-        }
-        self.sends.push(TxSend { to, start, len, seg: len, count: 1 });
-    }
-}
-
-impl TxQueue {
-    fn flush(&mut self, sockets: &Sockets) {
-        for s in self.batch.sends.drain(..) {
-            if let Err(e) = sockets.send_segments(&self.buf[s.start..s.start + s.len], s.seg, s.to) {
-                debug!(to = %s.to, "send failed: {e}");
-            }
-        }
-        self.batch.end = 0;
-    }
-}
-
-/// Queues what `send_ip_in_place` made of the packet in the slot at `start`;
-/// returns the bytes it took.
-fn queue_sent(sent: Result<Sent, SendError>, batch: &mut TxBatch, start: usize) -> usize {
-    match sent {
-        Ok(Sent::Transmit(t)) => {
-            batch.push(start, t.len, t.to);
-            t.len
-        }
-        Ok(Sent::Queued { .. }) => 0,
-        Err(SendError::NoRoute) => {
-            trace!("no peer for packet");
-            0
-        }
-        Err(e) => {
-            debug!("packet dropped: {e:?}");
-            0
-        }
-    }
-}
 
 /// What the data-plane threads and the UAPI thread share.
 #[derive(Debug)]
@@ -264,7 +170,7 @@ impl Receiver {
                 self.write_tun();
                 end = 0;
             }
-            let r = match udp::recv(socket, &mut self.rx.buf[end..end + udp::GRO_BUF]) {
+            let r = match udp::recv(socket, self.rx.read_slot(end)) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -277,11 +183,10 @@ impl Receiver {
             // Locked per read, as on the TUN side.
             let mut d = shared.lock();
             let now = clock.now();
-            let RxQueue { buf, gro } = &mut self.rx;
             for at in (end..end + r.len).step_by(r.seg) {
-                let datagram = &mut buf[at..(at + r.seg).min(end + r.len)];
+                let datagram = &mut self.rx.buf[at..(at + r.seg).min(end + r.len)];
                 match d.node.handle_datagram_in_place(now, from, datagram) {
-                    Ok(Received::Packet { len, .. }) => gro.push(buf, at + IN_PLACE_OFFSET, len, merge),
+                    Ok(Received::Packet { len, .. }) => self.rx.push(at + IN_PLACE_OFFSET, len, merge),
                     Ok(Received::Reply { len }) => send(&sockets, &datagram[..len], from),
                     Ok(Received::Done) => {}
                     Err(e) => debug!(%from, "datagram dropped: {e:?}"),
@@ -303,17 +208,7 @@ impl Receiver {
 
     /// Writes the decrypted packets collected so far to the TUN device.
     fn write_tun(&mut self) {
-        let tun = &self.tun;
-        let RxQueue { buf, gro } = &mut self.rx;
-        let r = gro.flush(buf, tun.vnet(), |pieces| match tun.send_vectored(pieces) {
-            Err(e) if tun::is_gone(&e) => Err(e),
-            Err(e) => {
-                trace!("TUN write: {e}");
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-        });
-        self.gone |= r.is_err();
+        self.gone |= self.rx.write_tun(&self.tun).is_err();
     }
 }
 
@@ -350,9 +245,37 @@ fn flush(d: &mut Device, now: Instant, out: &mut [u8]) {
     }
 }
 
+/// Seals under the device lock, taken per TUN read.
+struct LockedSealer<'a> {
+    shared: &'a Shared,
+    clock: Clock,
+    device: Option<MutexGuard<'a, Device>>,
+    now: Instant,
+}
+
+impl Sealer for LockedSealer<'_> {
+    fn begin(&mut self) {
+        self.device = Some(self.shared.lock());
+        self.now = self.clock.now();
+    }
+
+    fn mtu(&self) -> u16 {
+        self.device.as_ref().map_or(u16::MAX, |d| d.node.mtu())
+    }
+
+    fn seal(&mut self, buf: &mut [u8], len: usize) -> Option<Transmit> {
+        let d = self.device.as_mut()?;
+        batch::transmit_of(d.node.send_ip_in_place(self.now, buf, len))
+    }
+
+    fn end(&mut self) {
+        self.device = None;
+    }
+}
+
 impl DataPlane {
     pub fn new(shared: Arc<Shared>, tun: Tun, link: Option<LinkWatch>, signals: SignalFd) -> Self {
-        let tx = TxQueue { buf: vec![0; TX_BUF], batch: TxBatch::default() };
+        let tx = TxQueue::new();
         DataPlane { shared, tun: Arc::new(tun), link, signals, tx, buf_out: vec![0; BUF_LEN] }
     }
 
@@ -362,7 +285,7 @@ impl DataPlane {
         let receiver = Receiver {
             shared: self.shared.clone(),
             tun: self.tun.clone(),
-            rx: RxQueue { buf: vec![0; RX_BUF], gro: Gro::default() },
+            rx: RxQueue::new(),
             gone: false,
             buf_out: vec![0; BUF_LEN],
         };
@@ -435,89 +358,31 @@ impl DataPlane {
     }
 
     /// Reads a batch of packets from the TUN device, encrypts them where
-    /// they landed and queues the datagrams; sends them after the batch.
+    /// they landed and sends the datagrams; then what the node queued.
     /// `Ok(false)`: the interface is gone.
     fn handle_tun(&mut self) -> io::Result<bool> {
-        let vnet = self.tun.vnet();
-        // The IP packet must land at IN_PLACE_OFFSET, the vnet header before it.
-        let lead = IN_PLACE_OFFSET - if vnet { VNET_HDR_LEN } else { 0 };
-        let mut oversized = false;
         let (sockets, clock) = {
             let mut d = self.shared.lock();
             let now = d.clock.now();
             d.maybe_sync_wall_time(now);
             (d.sockets.clone(), d.clock)
         };
-        for _ in 0..BATCH {
-            // Send what a super-packet (or many small packets) gave, so the
-            // peer gets a steady stream rather than bursts.
-            if self.tx.batch.end >= SEND_AT {
-                self.tx.flush(&sockets);
-            }
-            let TxQueue { buf, batch } = &mut self.tx;
-            let base = batch.end;
-            let n = match self.tun.recv(&mut buf[base + lead..base + lead + TUN_READ_MAX]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if tun::is_gone(&e) => return Ok(false),
-                Err(e) => {
-                    warn!("TUN read: {e}");
-                    break;
-                }
-            };
-            let Some(len) = n.checked_sub(IN_PLACE_OFFSET - lead) else { continue };
-            let hdr = match vnet {
-                true => VnetHdr::parse(buf[base + lead..][..VNET_HDR_LEN].try_into().unwrap_or(&[0; VNET_HDR_LEN])),
-                false => VnetHdr::default(),
-            };
-            // The lock is held per read (one packet or one 64 KiB
-            // super-packet), so the receive thread, carrying the other
-            // direction (e.g. TCP's ACKs), never waits long.
-            if !hdr.is_gso() {
-                // One packet, encrypted where it is: the datagram ends up at `base`.
-                if !offload::complete_checksum(&mut buf[base + IN_PLACE_OFFSET..][..len], &hdr) {
-                    debug!("TUN packet with bad checksum offsets dropped");
-                    continue;
-                }
-                let mut d = self.shared.lock();
-                oversized |= len > usize::from(d.node.mtu());
-                let sent = d.node.send_ip_in_place(clock.now(), &mut buf[base..], len);
-                drop(d);
-                queue_sent(sent, batch, base);
-                continue;
-            }
-            // A super-packet: cut it into segments laid out after it, each
-            // encrypted in place; runs of them go out as one GSO send.
-            let seg_base = base + IN_PLACE_OFFSET + len;
-            let (src, dst) = buf.split_at_mut(seg_base);
-            let Some(mut segments) = Segmenter::new(&hdr, &src[base + IN_PLACE_OFFSET..]) else {
-                debug!(?hdr, "TUN super-packet not understood; dropped");
-                continue;
-            };
-            let mut d = self.shared.lock();
-            let now = clock.now();
-            oversized |= segments.max_segment() > usize::from(d.node.mtu());
-            let mut pos = 0;
-            loop {
-                // Room for the segment, its padding and tag.
-                if pos + IN_PLACE_OFFSET + segments.max_segment() + 64 > dst.len() {
-                    debug!("super-packet cut short: too many segments");
-                    break;
-                }
-                let Some(seg_len) = segments.next_into(&mut dst[pos + IN_PLACE_OFFSET..]) else { break };
-                let sent = d.node.send_ip_in_place(now, &mut dst[pos..], seg_len);
-                pos += queue_sent(sent, batch, seg_base + pos);
-            }
+        // The lock is held per read (one packet or one 64 KiB super-packet),
+        // so the receive thread, carrying the other direction (e.g. TCP's
+        // ACKs), never waits long.
+        let mut sealer = LockedSealer { shared: &self.shared, clock, device: None, now: Instant::ZERO };
+        let read = self.tx.read_tun(&self.tun, &sockets, &mut sealer);
+        drop(sealer);
+        if read.gone {
+            return Ok(false);
         }
-        self.tx.flush(&sockets);
         {
             // Handshakes a packet asked for, packets queued until one completed.
             let mut d = self.shared.lock();
             let now = d.clock.now();
             flush(&mut d, now, &mut self.buf_out);
         }
-        if oversized {
+        if read.oversized {
             // The MTU was raised without a notification reaching us.
             self.refresh_link();
         }

@@ -18,6 +18,7 @@
 //! - [`uapi`]: the cross-platform UAPI protocol and its unix-socket server;
 //! - [`event_loop`]: the data plane (a thread per direction, `ppoll` until the node's next deadline).
 
+mod batch;
 mod clock;
 mod config;
 mod daemon;
