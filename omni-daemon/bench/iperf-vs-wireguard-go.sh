@@ -2,12 +2,15 @@
 # Throughput benchmark (not a test: it fails only if something does not run):
 # iperf3 TCP through a pair of omni-daemons and through a pair of
 # wireguard-go daemons, in the same run, on the same two network namespaces
-# joined by a veth pair. Prints Mbit/s, the ratio and the daemons' CPU time
+# joined by a veth pair; also through two omni-daemon edges of a cluster
+# (`--nucleus ... --vip`, the Nucleus in the first namespace), whose data
+# path differs (one thread, the Nucleus client routing every packet).
+# Prints Mbit/s, the ratio and the daemons' CPU time
 # per Gbit (utime+stime of both daemons over the transfer, from
 # /proc/PID/stat; equal to "cores busy per Gbit/s"). Needs root, wg, ip,
 # iperf3, wireguard-go.
 #
-#   iperf-vs-wireguard-go.sh [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|wg-go]
+#   iperf-vs-wireguard-go.sh [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|edges|wg-go]
 #
 # -t: seconds per transfer (default 10, at least 10). -r: rounds (default
 # 1); each round runs every contender once, in turn, so load from elsewhere
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
     -R) REVERSE=-R; shift ;;
     --only) ONLY=$2; shift 2 ;;
     *)
-        echo "usage: $0 [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|wg-go]" >&2
+        echo "usage: $0 [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|edges|wg-go]" >&2
         exit 2
         ;;
     esac
@@ -76,8 +79,8 @@ fi
 if command -v wireguard-go >/dev/null; then
     ANCHORS+=("wireguard-go $(version_of "$(command -v wireguard-go)") (distribution)|$(command -v wireguard-go)")
 fi
-[ "$ONLY" = omni ] && ANCHORS=()
-if [ ${#ANCHORS[@]} = 0 ] && [ "$ONLY" != omni ]; then
+case "$ONLY" in omni | edges) ANCHORS=() ;; esac
+if [ ${#ANCHORS[@]} = 0 ] && [ "$ONLY" != omni ] && [ "$ONLY" != edges ]; then
     echo "no wireguard-go found (install the Debian package or the Go module, see the header)" >&2
     exit 1
 fi
@@ -181,7 +184,25 @@ run_pair() {
     if_b=${if_b:0:15}
     IFACES+=("$if_a" "$if_b")
     log "$label: starting the pair ($bin)"
-    if [ "$kind" = omni ]; then
+    local pid_n="" ip_a=10.243.0.1 ip_b=10.243.0.2
+    if [ "$kind" = edges ]; then
+        # A Nucleus beside edge A; the edges learn its key on first contact.
+        ip netns exec "$NS_A" "$bin" --mode nucleus --port 51950 --identity-dir "$TMP/$n-nucleus" \
+            --log-level warn >"$TMP/$n-nucleus.log" 2>&1 &
+        pid_n=$!
+        PIDS+=("$pid_n")
+        ip_a=10.244.0.1
+        ip_b=10.244.0.2
+        ip netns exec "$NS_A" "$bin" --nucleus 192.168.243.1:51950 --cluster bench --vip "$ip_a" --port 51960 \
+            --interface "$if_a" --identity-dir "$TMP/$n-a" --log-level warn >"$TMP/$n-a.log" 2>&1 &
+        pid_a=$!
+        ip netns exec "$NS_B" "$bin" --nucleus 192.168.243.1:51950 --cluster bench --vip "$ip_b" --port 51960 \
+            --interface "$if_b" --identity-dir "$TMP/$n-b" --log-level warn >"$TMP/$n-b.log" 2>&1 &
+        pid_b=$!
+        PIDS+=("$pid_a" "$pid_b")
+        timeout 30 bash -c "until ip netns exec '$NS_A' ping -c 1 -W 1 $ip_b >/dev/null 2>&1; do sleep 0.2; done" ||
+            fail "$label: no ping between the edges"
+    elif [ "$kind" = omni ]; then
         ip netns exec "$NS_A" "$bin" -f --log-level warn "$if_a" >"$TMP/$n-a.log" 2>&1 &
         pid_a=$!
         ip netns exec "$NS_B" "$bin" -f --log-level warn "$if_b" >"$TMP/$n-b.log" 2>&1 &
@@ -194,6 +215,7 @@ run_pair() {
             "$bin" -f "$if_b" >"$TMP/$n-b.log" 2>&1 &
         pid_b=$!
     fi
+    if [ "$kind" != edges ]; then
     PIDS+=("$pid_a" "$pid_b")
     wait_socket "$if_a"
     wait_socket "$if_b"
@@ -206,22 +228,26 @@ run_pair() {
     in_a ip link set "$if_a" up
     in_b ip link set "$if_b" up
     timeout 20 ip netns exec "$NS_A" ping -c 1 -W 5 10.243.0.2 >/dev/null || fail "$label: no ping through the tunnel"
+    fi
 
-    in_b iperf3 -s -1 -B 10.243.0.2 -p 5209 >"$TMP/$n-server.log" 2>&1 &
-    timeout 10 bash -c "until ip netns exec '$NS_B' ss -ltn | grep -q '10.243.0.2:5209 '; do sleep 0.1; done" ||
+    in_b iperf3 -s -1 -B "$ip_b" -p 5209 >"$TMP/$n-server.log" 2>&1 &
+    timeout 10 bash -c "until ip netns exec '$NS_B' ss -ltn | grep -q '$ip_b:5209 '; do sleep 0.1; done" ||
         fail "$label: iperf3 server did not start"
     local c0 c1 rate
-    c0=$(cpu_ticks "$pid_a" "$pid_b")
-    timeout $((SECS + 30)) ip netns exec "$NS_A" iperf3 -c 10.243.0.2 -p 5209 -t "$SECS" -P "$STREAMS" \
+    # shellcheck disable=SC2086 # pid_n: empty without a Nucleus
+    c0=$(cpu_ticks "$pid_a" "$pid_b" $pid_n)
+    timeout $((SECS + 30)) ip netns exec "$NS_A" iperf3 -c "$ip_b" -p 5209 -t "$SECS" -P "$STREAMS" \
         $REVERSE -f m >"$TMP/$n-client.log" 2>&1 || { cat "$TMP/$n-client.log" >&2; fail "$label: iperf3"; }
-    c1=$(cpu_ticks "$pid_a" "$pid_b")
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks "$pid_a" "$pid_b" $pid_n)
     # The receiver's total (the [SUM] line with several streams).
     rate=$(awk '/receiver/ { r = $(NF - 2) } END { print r }' "$TMP/$n-client.log")
     [ -n "$rate" ] || { cat "$TMP/$n-client.log" >&2; fail "$label: no iperf3 result"; }
     log "$label: $rate Mbit/s, daemons' CPU $(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') s"
     echo "$label|$rate|$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" >>"$TMP/results"
 
-    kill "$pid_a" "$pid_b" 2>/dev/null || true
+    # shellcheck disable=SC2086
+    kill "$pid_a" "$pid_b" $pid_n 2>/dev/null || true
     timeout 10 bash -c "while [ -e /proc/$pid_a ] || [ -e /proc/$pid_b ]; do sleep 0.1; done" 2>/dev/null || true
     in_a ip link del "$if_a" 2>/dev/null || true
     in_b ip link del "$if_b" 2>/dev/null || true
@@ -231,8 +257,12 @@ run_pair() {
 n=0
 for round in $(seq "$ROUNDS"); do
     [ "$ROUNDS" = 1 ] || log "round $round of $ROUNDS"
-    if [ "$ONLY" != wg-go ]; then
+    if [ "$ONLY" = "" ] || [ "$ONLY" = omni ]; then
         run_pair $n "omni-daemon" omni "$OMNI_DAEMON"
+        n=$((n + 1))
+    fi
+    if [ "$ONLY" = "" ] || [ "$ONLY" = edges ]; then
+        run_pair $n "omni-daemon edges (cluster)" edges "$OMNI_DAEMON"
         n=$((n + 1))
     fi
     for anchor in "${ANCHORS[@]}"; do
@@ -259,9 +289,14 @@ awk -F'|' -v secs="$SECS" '
             m = idx[int((n + 1) / 2)]
             med[l] = rate[l, m]
             gbit = rate[l, m] * secs / 1000
-            ratio = (j > 1 && order[1] == "omni-daemon" && med[l] > 0) ? sprintf("%.2fx", med[order[1]] / med[l]) : ""
+            if (anchor == "" && l ~ /^wireguard-go/) anchor = l
+            ratio = (l ~ /^wireguard-go/ && order[1] == "omni-daemon" && med[l] > 0) ? sprintf("%.2fx", med[order[1]] / med[l]) : ""
             printf "%-44s %10.0f %14.3f %8s  %s\n", l, rate[l, m], (gbit > 0 ? cpu[l, m] / gbit : 0), ratio, all[l]
         }
-        if (k > 1 && order[1] == "omni-daemon" && med[order[2]] > 0)
-            printf "\nomni-daemon / %s: %.2fx\n", order[2], med[order[1]] / med[order[2]]
+        # Headlines: each omni-daemon contender against the first (current) anchor.
+        if (anchor != "" && med[anchor] > 0) {
+            printf "\n"
+            for (j = 1; j <= k; j++)
+                if (order[j] ~ /^omni-daemon/) printf "%s / %s: %.2fx\n", order[j], anchor, med[order[j]] / med[anchor]
+        }
     }' "$TMP/results"
