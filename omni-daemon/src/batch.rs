@@ -1,5 +1,5 @@
-//! Batched, zero-copy packet I/O, shared by both data planes: wg mode's two
-//! threads ([`crate::event_loop`]) and the edge's single loop ([`crate::edge`]).
+//! Batched, zero-copy packet I/O, shared by both data planes: wg mode's
+//! ([`crate::event_loop`]) and the edge's ([`crate::edge`]).
 //!
 //! Outgoing: a TUN read lands [`IN_PLACE_OFFSET`] bytes into the transmit
 //! buffer and is sealed (encrypted) there; a GSO super-packet is cut into

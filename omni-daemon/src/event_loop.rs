@@ -1,29 +1,25 @@
-//! The data plane: two threads, one per direction, each sleeping in `ppoll`.
+//! The data plane: one thread sleeping in `ppoll` over the TUN device, the
+//! UDP sockets, link notifications, a wake-up eventfd (the UAPI thread
+//! changed something) and a signalfd. Its poll timeout is the node's next
+//! deadline (`Node::poll_timeout`): there is no periodic tick.
 //!
-//! - The main thread ([`DataPlane`]) reads the TUN device (outgoing packets)
-//!   and also watches link notifications, a wake-up eventfd (the UAPI changed
-//!   something) and a signalfd. Its poll timeout is the node's next deadline
-//!   (`Node::poll_timeout`): there is no periodic tick.
-//! - The receive thread ([`Receiver`]) reads the UDP sockets and writes
-//!   decrypted packets to the TUN device.
+//! One thread carries both directions. A thread per direction (what this
+//! was before) cost more CPU per Gbit on the two-core machines we measure
+//! on: lock handoffs, wake-ups between the threads, the node's state moving
+//! between cores, and a core taken from the traffic's own ends (iperf3).
+//! The edge's single-threaded loop, on the same batched path, showed it
+//! first (see `bench/iperf-vs-wireguard-go.sh` and the README's figures).
 //!
-//! Each readable source is drained in a bounded batch under the device lock;
-//! the resulting `sendmsg`/`writev` calls, where the kernel does most of its
-//! work, run after the lock is released, so each direction's system calls
-//! overlap the other's crypto. Then everything the node wants to send
+//! Each readable source is drained in a bounded batch (see [`crate::batch`]):
+//! TUN reads are sealed in place and go out as UDP GSO sends, GRO reads are
+//! opened in place and written to the TUN device with TCP segments merged.
+//! The device lock (shared with the UAPI thread) is held per read, never
+//! across a system call. Then everything the node wants to send
 //! (`poll_transmit`) goes out.
-//!
-//! Zero copy: a TUN read lands 16 bytes into the transmit buffer and is
-//! encrypted there (`Node::send_ip_in_place`); a GSO super-packet is cut into
-//! segments laid out right after it, each encrypted where it was written.
-//! The datagrams of a batch sit back to back and go out as UDP GSO sends. A
-//! received (GRO) run of datagrams is decrypted where it landed
-//! (`Node::handle_datagram_in_place`) and the packets are written with
-//! `writev`, TCP segments merged into super-packets (see [`crate::offload`]).
 
 use std::io;
+use std::net::UdpSocket;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -46,29 +42,18 @@ use crate::udp::{self, Sockets};
 /// Largest IP packet a TUN device can hand us, plus WireGuard's overhead.
 const BUF_LEN: usize = 65536 + 64;
 
-/// What the data-plane threads and the UAPI thread share.
+/// What the data plane and the UAPI thread share.
 #[derive(Debug)]
 pub struct Shared {
     device: Mutex<Device>,
-    /// Wakes the main thread.
+    /// Wakes the data plane.
     wake: EventFd,
-    /// Wakes the receive thread (the sockets may have been replaced).
-    wake_rx: EventFd,
-    /// The deadline the main thread sleeps until (`Instant` nanoseconds,
-    /// `u64::MAX`: none): the receive thread wakes it when a datagram
-    /// brought the node's next deadline forward.
-    main_sleeps_until: AtomicU64,
 }
 
 impl Shared {
     pub fn new(device: Device) -> io::Result<Self> {
-        let eventfd = || EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
-        Ok(Shared {
-            device: Mutex::new(device),
-            wake: eventfd()?,
-            wake_rx: eventfd()?,
-            main_sleeps_until: AtomicU64::new(u64::MAX),
-        })
+        let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+        Ok(Shared { device: Mutex::new(device), wake })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Device> {
@@ -80,7 +65,6 @@ impl Shared {
     /// Makes the data plane recompute its deadline and socket set.
     pub fn wake(&self) {
         let _ = self.wake.write(1);
-        let _ = self.wake_rx.write(1);
     }
 }
 
@@ -91,125 +75,18 @@ pub enum Exit {
     Signal(Signal),
 }
 
-/// The main thread: TUN -> tunnel, timers, signals, link changes.
+/// The data plane's thread: both directions, timers, signals, link changes.
 pub struct DataPlane {
     shared: Arc<Shared>,
-    tun: Arc<Tun>,
+    tun: Tun,
     link: Option<LinkWatch>,
     signals: SignalFd,
     tx: TxQueue,
-    /// For what `poll_transmit` sends (handshakes, queued packets).
-    buf_out: Vec<u8>,
-}
-
-/// The receive thread: tunnel -> TUN.
-pub struct Receiver {
-    shared: Arc<Shared>,
-    tun: Arc<Tun>,
     rx: RxQueue,
     /// The TUN device is gone (seen by a write).
     gone: bool,
+    /// For what `poll_transmit` sends (handshakes, queued packets).
     buf_out: Vec<u8>,
-}
-
-impl Receiver {
-    /// Serves the UDP sockets for the life of the process. When the
-    /// interface is gone it stops writing; the main thread notices and exits.
-    fn run(mut self) {
-        let mut sockets = self.shared.lock().sockets.clone();
-        loop {
-            let readable = PollFlags::POLLIN;
-            let wake = PollFd::new(self.shared.wake_rx.as_fd(), readable);
-            let mut fds = [wake.clone(), wake.clone(), wake];
-            let mut n = 1;
-            for s in [&sockets.v4, &sockets.v6].into_iter().flatten() {
-                fds[n] = PollFd::new(s.as_fd(), readable);
-                n += 1;
-            }
-            match nix::poll::ppoll(&mut fds[..n], None, None) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => {
-                    warn!("receive thread: poll: {e}");
-                    return;
-                }
-            }
-            let ready = fds.map(|f| f.revents().is_some_and(|r| !r.is_empty()));
-            if ready[0] {
-                // The UAPI may have bound new sockets.
-                let _ = self.shared.wake_rx.read();
-                sockets = self.shared.lock().sockets.clone();
-                continue;
-            }
-            for (i, s) in (1..n).zip([&sockets.v4, &sockets.v6].into_iter().flatten()) {
-                if ready[i] {
-                    self.handle_udp(s);
-                }
-            }
-            if self.gone {
-                // Nothing useful left to do; don't spin on readable sockets.
-                std::thread::park();
-            }
-        }
-    }
-
-    /// Reads a batch of datagrams (runs of them with UDP GRO) from one
-    /// socket, decrypts them in place, and has the packets written to the
-    /// TUN device, TCP segments of a flow merged.
-    fn handle_udp(&mut self, socket: &std::net::UdpSocket) {
-        let merge = self.tun.vnet();
-        let shared = Arc::clone(&self.shared);
-        let (sockets, clock) = {
-            let d = shared.lock();
-            (d.sockets.clone(), d.clock)
-        };
-        let mut end = 0;
-        for _ in 0..BATCH {
-            // Write what a GRO run (or many small datagrams) gave, so the
-            // TUN side gets a steady stream rather than bursts.
-            if end >= SEND_AT {
-                self.write_tun();
-                end = 0;
-            }
-            let r = match udp::recv(socket, self.rx.read_slot(end)) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("UDP receive: {e}");
-                    break;
-                }
-            };
-            let from = r.from;
-            // Locked per read, as on the TUN side.
-            let mut d = shared.lock();
-            let now = clock.now();
-            for at in (end..end + r.len).step_by(r.seg) {
-                let datagram = &mut self.rx.buf[at..(at + r.seg).min(end + r.len)];
-                match d.node.handle_datagram_in_place(now, from, datagram) {
-                    Ok(Received::Packet { len, .. }) => self.rx.push(at + IN_PLACE_OFFSET, len, merge),
-                    Ok(Received::Reply { len }) => send(&sockets, &datagram[..len], from),
-                    Ok(Received::Done) => {}
-                    Err(e) => debug!(%from, "datagram dropped: {e:?}"),
-                }
-            }
-            drop(d);
-            end += r.len;
-        }
-        self.write_tun();
-        let mut d = shared.lock();
-        let now = d.clock.now();
-        flush(&mut d, now, &mut self.buf_out);
-        // A handshake (or a data packet) armed an earlier timer than the
-        // main thread sleeps until: wake it to re-arm.
-        if d.node.poll_timeout().is_some_and(|t| t.as_nanos() < shared.main_sleeps_until.load(Ordering::Relaxed)) {
-            let _ = shared.wake.write(1);
-        }
-    }
-
-    /// Writes the decrypted packets collected so far to the TUN device.
-    fn write_tun(&mut self) {
-        self.gone |= self.rx.write_tun(&self.tun).is_err();
-    }
 }
 
 /// Sends one datagram; failures are the network's business, logged quietly.
@@ -275,25 +152,16 @@ impl Sealer for LockedSealer<'_> {
 
 impl DataPlane {
     pub fn new(shared: Arc<Shared>, tun: Tun, link: Option<LinkWatch>, signals: SignalFd) -> Self {
-        let tx = TxQueue::new();
-        DataPlane { shared, tun: Arc::new(tun), link, signals, tx, buf_out: vec![0; BUF_LEN] }
+        let (tx, rx) = (TxQueue::new(), RxQueue::new());
+        DataPlane { shared, tun, link, signals, tx, rx, gone: false, buf_out: vec![0; BUF_LEN] }
     }
 
-    /// Runs the data plane (starting the receive thread) until the interface
-    /// is deleted or a termination signal arrives.
+    /// Runs the data plane until the interface is deleted or a termination
+    /// signal arrives.
     pub fn run(&mut self) -> io::Result<Exit> {
-        let receiver = Receiver {
-            shared: self.shared.clone(),
-            tun: self.tun.clone(),
-            rx: RxQueue::new(),
-            gone: false,
-            buf_out: vec![0; BUF_LEN],
-        };
-        // It lives as long as the process: returning from here ends both.
-        std::thread::Builder::new().name("rx".into()).spawn(move || receiver.run())?;
         loop {
             // Timers first, then sleep until the next one or until I/O.
-            let deadline = {
+            let (deadline, sockets) = {
                 let mut d = self.shared.lock();
                 let now = d.clock.now();
                 if d.node.poll_timeout().is_some_and(|t| t <= now) {
@@ -301,51 +169,55 @@ impl DataPlane {
                     d.maybe_sync_wall_time(now);
                     flush(&mut d, now, &mut self.buf_out);
                 }
-                let deadline = d.node.poll_timeout();
-                // Published under the lock: the receive thread compares
-                // under the lock too, so no earlier deadline slips by.
-                self.shared.main_sleeps_until.store(deadline.map_or(u64::MAX, |t| t.as_nanos()), Ordering::Relaxed);
-                deadline.map(|t| d.clock.until(t))
+                // The UAPI may have bound new sockets: taken afresh each time.
+                (d.node.poll_timeout().map(|t| d.clock.until(t)), d.sockets.clone())
             };
             let readable = PollFlags::POLLIN;
+            // Fixed slots: 0 TUN, 1 wake, 2 signals, 3 link (signals again
+            // without one), 4.. the sockets.
+            let signals = self.signals.as_fd();
             let mut fds = [
                 PollFd::new(self.tun.as_fd(), readable),
                 PollFd::new(self.shared.wake.as_fd(), readable),
-                PollFd::new(self.signals.as_fd(), readable),
-                PollFd::new(self.link.as_ref().map_or(self.signals.as_fd(), |l| l.events_fd()), readable),
+                PollFd::new(signals, readable),
+                PollFd::new(self.link.as_ref().map_or(signals, |l| l.events_fd()), readable),
+                PollFd::new(signals, readable),
+                PollFd::new(signals, readable),
             ];
-            let watched = if self.link.is_some() { fds.len() } else { fds.len() - 1 };
+            let mut watched = 4;
+            for s in [&sockets.v4, &sockets.v6].into_iter().flatten() {
+                fds[watched] = PollFd::new(s.as_fd(), readable);
+                watched += 1;
+            }
             match nix::poll::ppoll(&mut fds[..watched], deadline.map(TimeSpec::from_duration), None) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
             let ready = fds.map(|f| f.revents().is_some_and(|r| !r.is_empty()));
-            let [tun_ready, wake_ready, signal_ready, link_ready] = ready;
+            let [tun_ready, wake_ready, signal_ready, link_ready, ..] = ready;
 
             if signal_ready {
                 if let Ok(Some(info)) = self.signals.read_signal() {
                     if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                        // The interface goes before we report shutting down
-                        // (and before the UAPI socket), not whenever the
-                        // receive thread's exit closes the last reference.
-                        if let Err(e) = self.tun.release_interface() {
-                            warn!("cannot release the interface: {e}");
-                        }
                         return Ok(Exit::Signal(sig));
                     }
                 }
             }
             if wake_ready {
-                // The UAPI changed something, or the receive thread brought
-                // the deadline forward: send what is queued (a keepalive
-                // when persistent keepalive was just enabled).
+                // The UAPI changed something: send what is queued (a
+                // keepalive when persistent keepalive was just enabled).
                 let _ = self.shared.wake.read();
                 let mut d = self.shared.lock();
                 let now = d.clock.now();
                 flush(&mut d, now, &mut self.buf_out);
             }
-            if tun_ready && !self.handle_tun()? {
+            for (i, s) in [&sockets.v4, &sockets.v6].into_iter().flatten().enumerate() {
+                if ready[4 + i] {
+                    self.handle_udp(s, &sockets);
+                }
+            }
+            if self.gone || (tun_ready && !self.handle_tun()?) {
                 return Ok(Exit::InterfaceDeleted);
             }
             if link_ready && self.link.is_some() {
@@ -355,6 +227,55 @@ impl DataPlane {
                 self.refresh_link();
             }
         }
+    }
+
+    /// Reads a batch of datagrams (runs of them with UDP GRO) from one
+    /// socket, decrypts them in place, and has the packets written to the
+    /// TUN device, TCP segments of a flow merged.
+    fn handle_udp(&mut self, socket: &UdpSocket, sockets: &Sockets) {
+        let merge = self.tun.vnet();
+        let mut end = 0;
+        for _ in 0..BATCH {
+            // Write what a GRO run (or many small datagrams) gave, so the
+            // TUN side gets a steady stream rather than bursts.
+            if end >= SEND_AT {
+                self.write_tun();
+                end = 0;
+            }
+            let r = match udp::recv(socket, self.rx.read_slot(end)) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("UDP receive: {e}");
+                    break;
+                }
+            };
+            let from = r.from;
+            // Locked per read, as on the TUN side.
+            let mut d = self.shared.lock();
+            let now = d.clock.now();
+            for at in (end..end + r.len).step_by(r.seg) {
+                let datagram = &mut self.rx.buf[at..(at + r.seg).min(end + r.len)];
+                match d.node.handle_datagram_in_place(now, from, datagram) {
+                    Ok(Received::Packet { len, .. }) => self.rx.push(at + IN_PLACE_OFFSET, len, merge),
+                    Ok(Received::Reply { len }) => send(sockets, &datagram[..len], from),
+                    Ok(Received::Done) => {}
+                    Err(e) => debug!(%from, "datagram dropped: {e:?}"),
+                }
+            }
+            drop(d);
+            end += r.len;
+        }
+        self.write_tun();
+        let mut d = self.shared.lock();
+        let now = d.clock.now();
+        flush(&mut d, now, &mut self.buf_out);
+    }
+
+    /// Writes the decrypted packets collected so far to the TUN device.
+    fn write_tun(&mut self) {
+        self.gone |= self.rx.write_tun(&self.tun).is_err();
     }
 
     /// Reads a batch of packets from the TUN device, encrypts them where
@@ -368,8 +289,7 @@ impl DataPlane {
             (d.sockets.clone(), d.clock)
         };
         // The lock is held per read (one packet or one 64 KiB super-packet),
-        // so the receive thread, carrying the other direction (e.g. TCP's
-        // ACKs), never waits long.
+        // so the UAPI thread never waits long.
         let mut sealer = LockedSealer { shared: &self.shared, clock, device: None, now: Instant::ZERO };
         let read = self.tx.read_tun(&self.tun, &sockets, &mut sealer);
         drop(sealer);

@@ -140,23 +140,6 @@ impl Tun {
     pub fn send_vectored(&self, pieces: &[io::IoSlice<'_>]) -> io::Result<usize> {
         (&self.file).write_vectored(pieces)
     }
-
-    /// Lets go of the interface now, although other threads still hold this
-    /// `Tun`: the kernel deletes a (non-persistent) TUN interface when its
-    /// file closes, and a process's last thread may close it well after the
-    /// process has said it is shutting down. `dup3` points our descriptor at
-    /// `/dev/null` in one step, so no thread ever sees the number reused by
-    /// another file; afterwards reads see end of file and writes vanish.
-    pub fn release_interface(&self) -> io::Result<()> {
-        let null = File::open("/dev/null")?;
-        // SAFETY: both descriptors are open and owned by live `File`s; dup3
-        // only replaces what `self.file`'s number refers to, which `self.file`
-        // still owns and closes on drop.
-        if unsafe { libc::dup3(null.as_raw_fd(), self.file.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 impl AsFd for Tun {

@@ -81,6 +81,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")?;
         let server = shared.clone();
         std::thread::Builder::new().name("uapi".into()).spawn(move || uapi.serve(server)).context("UAPI thread")?;
+        // The data plane owns the TUN device: it is closed (and the
+        // interface deleted) here, before the UAPI socket goes.
         Ok(DataPlane::new(shared, tun, link, sigfd).run()?)
     })();
     socket_file.remove();
