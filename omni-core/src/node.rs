@@ -936,7 +936,11 @@ where
                 buf.copy_from_slice(payload);
                 self.recv_transport(now, from, datagram.len(), header, buf)
             }
-            Message::Initiation(init) => self.recv_initiation(now, from, datagram, &init, out).map(Incoming::Received),
+            Message::Initiation(init) => match self.recv_initiation(now, from, datagram, init, out)? {
+                Arrival::Incoming(incoming) => Ok(incoming),
+                // Dropping it wipes the opened handshake state.
+                Arrival::UnknownPeer(_) => Err(RecvError::UnknownPeer),
+            },
             Message::Response(resp) => self.recv_response(now, from, datagram, &resp, out).map(Incoming::Received),
             Message::CookieReply(reply) => self.recv_cookie_reply(now, &reply).map(Incoming::Received),
         }
@@ -962,14 +966,7 @@ where
         }
         let now = self.clamp(now);
         let init = Initiation::parse(datagram).map_err(RecvError::Malformed)?;
-        let received = match self.open_initiation(now, from, datagram, &init, out)? {
-            Opened::CookieReply { len } => Received::Reply { len },
-            Opened::Known(id, pending) => {
-                Received::Reply { len: self.answer_initiation(now, from, datagram.len(), id, pending, &init, out)? }
-            }
-            Opened::Unknown(pending) => return Ok(Arrival::UnknownPeer(UnknownInitiation { pending, init, from })),
-        };
-        Ok(Arrival::Incoming(Incoming::Received(received)))
+        self.recv_initiation(now, from, datagram, init, out)
     }
 
     /// Admits the sender of an [`UnknownInitiation`] as a new peer with
@@ -1152,22 +1149,22 @@ where
         Ok(None)
     }
 
+    /// An initiation: answered (a response, or a cookie reply under load),
+    /// or, from a key that is not a peer, opened and handed back.
     fn recv_initiation(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
-        init: &Initiation,
+        init: Initiation,
         out: &mut [u8],
-    ) -> Result<Received, RecvError> {
-        match self.open_initiation(now, from, datagram, init, out)? {
-            Opened::CookieReply { len } => Ok(Received::Reply { len }),
-            Opened::Known(id, pending) => {
-                let len = self.answer_initiation(now, from, datagram.len(), id, pending, init, out)?;
-                Ok(Received::Reply { len })
-            }
-            Opened::Unknown(_) => Err(RecvError::UnknownPeer),
-        }
+    ) -> Result<Arrival, RecvError> {
+        let len = match self.open_initiation(now, from, datagram, &init, out)? {
+            Opened::CookieReply { len } => len,
+            Opened::Known(id, pending) => self.answer_initiation(now, from, datagram.len(), id, pending, &init, out)?,
+            Opened::Unknown(pending) => return Ok(Arrival::UnknownPeer(UnknownInitiation { pending, init, from })),
+        };
+        Ok(Arrival::Incoming(Incoming::Received(Received::Reply { len })))
     }
 
     /// The checks every initiation passes before its sender is known (MAC1,
