@@ -30,7 +30,7 @@ step() {
 
 step "rustfmt" cargo fmt --all -- --check
 step "clippy (omni-core, panic-freedom lints)" \
-    cargo clippy -p omni-core --features ring,log --lib -- -D warnings
+    cargo clippy -p omni-core --features ring,avx512,log --lib -- -D warnings
 step "clippy (omni-core, no_std without alloc)" \
     cargo clippy -p omni-core --no-default-features --lib -- -D warnings
 step "omni-core no_std, no alloc: thumbv7em-none-eabihf" \
@@ -45,8 +45,13 @@ step "unit and integration tests (no alloc, host)" \
     cargo test -p omni-core --no-default-features --lib
 step "unit and integration tests (default features)" \
     cargo test -p omni-core
-step "tests with the ring and aws-lc providers" \
-    cargo test -p omni-core --features ring,aws-lc --lib --test smoke --test interop_boringtun
+step "tests with the ring, aws-lc and avx512 providers" \
+    cargo test -p omni-core --features ring,avx512 --lib --test smoke --test interop_boringtun
+# omni-aead: the daemon's AVX-512 ChaCha20-Poly1305 (RFC 8439 vectors,
+# byte-for-byte against AWS-LC and RustCrypto, forgeries refused).
+step "clippy (omni-aead)" cargo clippy -p omni-aead --all-targets -- -D warnings
+step "omni-aead: RFC 8439 vectors, differential against AWS-LC and RustCrypto (release)" \
+    cargo test -p omni-aead --release
 step "simulation and interop in release mode" \
     cargo test -p omni-core --release --test simulation --test interop_boringtun
 step "demo runs" bash -c 'cargo run -q -p omni-core --example demo | tail -3 | grep -q "pings delivered"'

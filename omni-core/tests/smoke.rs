@@ -43,6 +43,15 @@ fn aws_lc_provider_interoperates() {
     two_nodes::<RustCrypto, AwsLc>();
 }
 
+#[cfg(feature = "avx512")]
+#[test]
+fn avx512_provider_interoperates() {
+    use omni_core::crypto::{Avx512, AwsLc};
+    two_nodes::<Avx512, Avx512>();
+    two_nodes::<Avx512, RustCrypto>();
+    two_nodes::<AwsLc, Avx512>();
+}
+
 fn two_nodes<CA: CryptoProvider, CB: CryptoProvider>() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let ka = StaticSecret::random(&mut rng);

@@ -6,7 +6,9 @@
 //! blake2; runs on every target). The `ring` feature adds [`Ring`]: ring's
 //! assembly ChaCha20-Poly1305 for the data path on std hosts; `aws-lc` adds
 //! [`AwsLc`]: AWS-LC's ChaCha20-Poly1305 and its ADX/BMI2 X25519, about twice
-//! as fast as x25519-dalek for handshakes.
+//! as fast as x25519-dalek for handshakes; `avx512` adds [`Avx512`]:
+//! omni-aead's AVX-512 ChaCha20-Poly1305 where the CPU has it (AWS-LC's
+//! elsewhere), the data path's largest cost, with AWS-LC's X25519.
 //! BLAKE2s and XChaCha20-Poly1305 (cookie replies) are always RustCrypto: they
 //! are off the data path.
 
@@ -17,6 +19,11 @@ pub use rustcrypto::RustCrypto;
 mod aws_lc_provider;
 #[cfg(feature = "aws-lc")]
 pub use aws_lc_provider::AwsLc;
+
+#[cfg(feature = "avx512")]
+mod avx512_provider;
+#[cfg(feature = "avx512")]
+pub use avx512_provider::{Avx512, Avx512AeadKey};
 
 #[cfg(feature = "ring")]
 mod ring_provider;
@@ -54,8 +61,10 @@ pub trait CryptoProvider: 'static {
 }
 
 /// The provider a std host gets by default: the fastest one compiled in
-/// (aws-lc, then ring, then the portable RustCrypto).
-#[cfg(feature = "aws-lc")]
+/// (avx512, aws-lc, then ring, then the portable RustCrypto).
+#[cfg(feature = "avx512")]
+pub type DefaultProvider = Avx512;
+#[cfg(all(feature = "aws-lc", not(feature = "avx512")))]
 pub type DefaultProvider = AwsLc;
 #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
 pub type DefaultProvider = Ring;
