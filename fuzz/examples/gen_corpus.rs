@@ -154,5 +154,27 @@ fn main() {
     s.extend(pkt);
     write(&dir, si, "session-v4-short-length-field", &s);
 
+    // ----- aead_differential: key ‖ nonce ‖ AAD length ‖ offset ‖ tamper (2)
+    // ‖ AAD ‖ message; the bytes are arbitrary, the lengths are the point
+    // (empty, keepalive, one byte, an ACK, 16-block edges, an MTU-sized
+    // packet, odd tails with AAD, the largest libFuzzer input by default).
+    let ad = "aead_differential";
+    let mut filler = (0u32..).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8);
+    for (name, aad_len, offset, msg_len) in [
+        ("empty", 0u8, 0u8, 0usize),
+        ("keepalive-aad", 16, 3, 0),
+        ("one-byte", 0, 1, 1),
+        ("tcp-ack", 0, 16, 52),
+        ("block-edges", 12, 7, 1023),
+        ("mtu-packet", 0, 16, 1420),
+        ("odd-tail-aad", 33, 63, 1447),
+        ("large", 0, 5, 4000),
+    ] {
+        let mut s: Vec<u8> = filler.by_ref().take(44).collect();
+        s.extend([aad_len, offset, 5, 3]);
+        s.extend(filler.by_ref().take(usize::from(aad_len) + msg_len));
+        write(&dir, ad, name, &s);
+    }
+
     eprintln!("corpus written to {}", dir.display());
 }
