@@ -7,8 +7,12 @@
 # path differs (one thread, the Nucleus client routing every packet).
 # Prints Mbit/s, the ratio and the daemons' CPU time
 # per Gbit (utime+stime of both daemons over the transfer, from
-# /proc/PID/stat; equal to "cores busy per Gbit/s"). Needs root, wg, ip,
-# iperf3, wireguard-go.
+# /proc/PID/stat; equal to "cores busy per Gbit/s"), and the host's steal
+# during each transfer: the share of this VM's CPU time the hypervisor gave
+# to others (from /proc/stat). Steal comes and goes in bursts of seconds on
+# shared hosts and cuts every contender's rate while it lasts, so compare
+# rates of runs with similar steal; CPU per Gbit does not count stolen time.
+# Needs root, wg, ip, iperf3, wireguard-go.
 #
 #   iperf-vs-wireguard-go.sh [-t SECONDS] [-r ROUNDS] [-P STREAMS] [-R] [--only omni|edges|wg-go]
 #
@@ -148,6 +152,12 @@ wait_socket() {
         fail "no UAPI socket for $1"
 }
 
+# steal_ticks: "STEAL TOTAL" ticks of all CPUs since boot (/proc/stat:
+# user nice system idle iowait irq softirq steal).
+steal_ticks() {
+    awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
+
 # cpu_ticks PID...: utime + stime of the processes (all threads), in ticks.
 cpu_ticks() {
     local total=0 pid t
@@ -233,18 +243,21 @@ run_pair() {
     in_b iperf3 -s -1 -B "$ip_b" -p 5209 >"$TMP/$n-server.log" 2>&1 &
     timeout 10 bash -c "until ip netns exec '$NS_B' ss -ltn | grep -q '$ip_b:5209 '; do sleep 0.1; done" ||
         fail "$label: iperf3 server did not start"
-    local c0 c1 rate
+    local c0 c1 rate s0 s1 steal
     # shellcheck disable=SC2086 # pid_n: empty without a Nucleus
     c0=$(cpu_ticks "$pid_a" "$pid_b" $pid_n)
+    s0=$(steal_ticks)
     timeout $((SECS + 30)) ip netns exec "$NS_A" iperf3 -c "$ip_b" -p 5209 -t "$SECS" -P "$STREAMS" \
         $REVERSE -f m >"$TMP/$n-client.log" 2>&1 || { cat "$TMP/$n-client.log" >&2; fail "$label: iperf3"; }
     # shellcheck disable=SC2086
     c1=$(cpu_ticks "$pid_a" "$pid_b" $pid_n)
+    s1=$(steal_ticks)
+    steal=$(awk -v a="$s0" -v b="$s1" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; printf "%.0f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }')
     # The receiver's total (the [SUM] line with several streams).
     rate=$(awk '/receiver/ { r = $(NF - 2) } END { print r }' "$TMP/$n-client.log")
     [ -n "$rate" ] || { cat "$TMP/$n-client.log" >&2; fail "$label: no iperf3 result"; }
-    log "$label: $rate Mbit/s, daemons' CPU $(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') s"
-    echo "$label|$rate|$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" >>"$TMP/results"
+    log "$label: $rate Mbit/s, daemons' CPU $(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.1f", t / hz }') s, host steal $steal %"
+    echo "$label|$rate|$(awk -v t=$((c1 - c0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')|$steal" >>"$TMP/results"
 
     # shellcheck disable=SC2086
     kill "$pid_a" "$pid_b" $pid_n 2>/dev/null || true
@@ -278,9 +291,9 @@ echo "iperf3 TCP, $STREAMS stream(s), ${SECS} s${REVERSE:+, reverse}, $ROUNDS ro
 # CPU per Gbit of the run that gave it (the lower middle one for an even count).
 awk -F'|' -v secs="$SECS" '
     !($1 in count) { order[++k] = $1 }
-    { i = ++count[$1]; rate[$1, i] = $2; cpu[$1, i] = $3; all[$1] = all[$1] sprintf(" %.0f", $2) }
+    { i = ++count[$1]; rate[$1, i] = $2; cpu[$1, i] = $3; all[$1] = all[$1] sprintf(" %.0f", $2); steals[$1] = steals[$1] sprintf(" %d", $4) }
     END {
-        printf "%-44s %10s %14s %8s   %s\n", "", "Mbit/s", "CPU s / Gbit", "ratio", "(every run, Mbit/s)"
+        printf "%-44s %10s %14s %8s   %s\n", "", "Mbit/s", "CPU s / Gbit", "ratio", "(every run, Mbit/s) [host steal %]"
         for (j = 1; j <= k; j++) {
             l = order[j]; n = count[l]
             for (a = 1; a <= n; a++) idx[a] = a
@@ -291,12 +304,18 @@ awk -F'|' -v secs="$SECS" '
             gbit = rate[l, m] * secs / 1000
             if (anchor == "" && l ~ /^wireguard-go/) anchor = l
             ratio = (l ~ /^wireguard-go/ && order[1] == "omni-daemon" && med[l] > 0) ? sprintf("%.2fx", med[order[1]] / med[l]) : ""
-            printf "%-44s %10.0f %14.3f %8s  %s\n", l, rate[l, m], (gbit > 0 ? cpu[l, m] / gbit : 0), ratio, all[l]
+            cpg[l] = gbit > 0 ? cpu[l, m] / gbit : 0
+            printf "%-44s %10.0f %14.3f %8s  %s  [%s ]\n", l, rate[l, m], cpg[l], ratio, all[l], steals[l]
         }
         # Headlines: each omni-daemon contender against the first (current) anchor.
         if (anchor != "" && med[anchor] > 0) {
             printf "\n"
             for (j = 1; j <= k; j++)
-                if (order[j] ~ /^omni-daemon/) printf "%s / %s: %.2fx\n", order[j], anchor, med[order[j]] / med[anchor]
+                if (order[j] ~ /^omni-daemon/) {
+                    printf "%s / %s: %.2fx", order[j], anchor, med[order[j]] / med[anchor]
+                    # The same in CPU time: stolen time is not in it.
+                    if (cpg[order[j]] > 0) printf " (CPU per Gbit: %.2fx less)", cpg[anchor] / cpg[order[j]]
+                    printf "\n"
+                }
         }
     }' "$TMP/results"
