@@ -513,13 +513,7 @@ mod tests {
     use rand_core::{RngCore, SeedableRng};
     use std::vec::Vec;
 
-    /// Fails (rather than skipping) when the CPU lacks the required features.
-    fn require_avx512() {
-        assert!(
-            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl"),
-            "these tests need a CPU with AVX-512F and AVX-512VL"
-        );
-    }
+    use crate::tests::require_avx512;
 
     fn xor_ks(key: &[u8; 32], nonce: &[u8; 12], counter: u32, buf: &mut [u8]) {
         require_avx512();
@@ -550,25 +544,15 @@ mod tests {
             s[13 + i] = word(&nonce[4 * i..]);
         }
         let mut x = s;
-        fn qr(x: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize) {
-            x[a] = x[a].wrapping_add(x[b]);
-            x[d] = (x[d] ^ x[a]).rotate_left(16);
-            x[c] = x[c].wrapping_add(x[d]);
-            x[b] = (x[b] ^ x[c]).rotate_left(12);
-            x[a] = x[a].wrapping_add(x[b]);
-            x[d] = (x[d] ^ x[a]).rotate_left(8);
-            x[c] = x[c].wrapping_add(x[d]);
-            x[b] = (x[b] ^ x[c]).rotate_left(7);
-        }
         for _ in 0..10 {
-            qr(&mut x, 0, 4, 8, 12);
-            qr(&mut x, 1, 5, 9, 13);
-            qr(&mut x, 2, 6, 10, 14);
-            qr(&mut x, 3, 7, 11, 15);
-            qr(&mut x, 0, 5, 10, 15);
-            qr(&mut x, 1, 6, 11, 12);
-            qr(&mut x, 2, 7, 8, 13);
-            qr(&mut x, 3, 4, 9, 14);
+            quarter_round(&mut x, 0, 4, 8, 12);
+            quarter_round(&mut x, 1, 5, 9, 13);
+            quarter_round(&mut x, 2, 6, 10, 14);
+            quarter_round(&mut x, 3, 7, 11, 15);
+            quarter_round(&mut x, 0, 5, 10, 15);
+            quarter_round(&mut x, 1, 6, 11, 12);
+            quarter_round(&mut x, 2, 7, 8, 13);
+            quarter_round(&mut x, 3, 4, 9, 14);
         }
         let mut out = [0u8; 64];
         for (i, o) in out.chunks_exact_mut(4).enumerate() {

@@ -146,10 +146,14 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    fn ours(key: &[u8; 32]) -> ChaCha20Poly1305 {
-        // These tests are about the vector code: a CPU without it is a
-        // failure here, not a skip (CI's machines have AVX-512).
+    /// The tests are about the vector code: a CPU without it is a failure
+    /// here, not a skip (CI's machines have AVX-512).
+    pub(crate) fn require_avx512() {
         assert!(available(), "this CPU lacks AVX-512F/VL: the vector code cannot be tested here");
+    }
+
+    fn ours(key: &[u8; 32]) -> ChaCha20Poly1305 {
+        require_avx512();
         ChaCha20Poly1305::new(key).expect("available() said yes")
     }
 

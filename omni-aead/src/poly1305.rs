@@ -585,13 +585,7 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use std::vec::Vec;
 
-    /// Fails (instead of silently passing) where the code cannot run.
-    fn require_avx512() {
-        assert!(
-            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl"),
-            "this CPU lacks AVX-512F/VL: the Poly1305 tests cannot run"
-        );
-    }
+    use crate::tests::require_avx512;
 
     fn my_mac(key: &[u8; 32], msg: &[u8]) -> [u8; 16] {
         require_avx512();
