@@ -29,6 +29,7 @@ mod chacha20;
 #[cfg(target_arch = "x86_64")]
 mod poly1305;
 
+use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 /// The AEAD failed to authenticate: wrong key, tampered or truncated data.
@@ -136,12 +137,11 @@ impl ChaCha20Poly1305 {
     }
 }
 
-/// Compares two tags without a data-dependent branch or early exit.
+/// Compares two tags without a data-dependent branch or early exit
+/// (`subtle`, as omni-core's own MAC and key checks).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn equal_in_constant_time(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // Keep the optimizer from turning the fold into an early-exit compare.
-    core::hint::black_box(diff) == 0
+    a[..].ct_eq(&b[..]).into()
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
